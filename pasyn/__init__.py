@@ -1,0 +1,5 @@
+"""Conventions shared by every PASyn-v2 stage: pose angles, the rig, keypoints, files.
+
+numpy-only on purpose: Blender's Python imports this too, and it has numpy but not torch.
+Scripts that run from their own stage folder put the repo root on sys.path to import it.
+"""

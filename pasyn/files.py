@@ -1,0 +1,110 @@
+"""Files between the stages: fixed paths, atomic writes, input checks, one-line user errors."""
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+VAE_DATA = REPO / "VAE" / "data"
+VAE_CHECKPOINT = REPO / "VAE" / "checkpoint.pt"
+POSES_NPY = REPO / "blender" / "my_vae_poses.npy"
+BLEND_FILE = REPO / "blender" / "custom_zebra.blend"
+GT_NPY = REPO / "blender" / "blender_gt.npy"
+VIS_NPY = REPO / "blender" / "blender_vis.npy"
+RENDER_ANNOTATIONS = REPO / "blender" / "annotations.json"
+SYNTH_DIR = REPO / "style_transfer" / "data" / "synthetic_images" / "zebra"
+BACKGROUND_DIR = REPO / "style_transfer" / "data" / "backgrounds"
+STYLE_CHECKPOINT = REPO / "style_transfer" / "checkpoint.pt"
+STYLIZED_DIR = REPO / "style_transfer" / "stylized_images"
+
+# Which command makes each hand-off file, for "missing file" messages.
+MADE_BY = {
+    VAE_CHECKPOINT: "step 1: cd VAE && python train.py",
+    POSES_NPY: "step 2: cd VAE && python generate.py --n_frames=N",
+    GT_NPY: "step 3: cd blender && blender -b custom_zebra.blend -P animation_script.py -- --n_frames=N",
+    VIS_NPY: "step 3: cd blender && blender -b custom_zebra.blend -P animation_script.py -- --n_frames=N",
+    RENDER_ANNOTATIONS: "step 3: cd blender && blender -b custom_zebra.blend -P animation_script.py -- --n_frames=N",
+    SYNTH_DIR: "step 3: cd blender && blender -b custom_zebra.blend -P animation_script.py -- --n_frames=N",
+    BLEND_FILE: "cd blender && python build_zebra.py",
+    STYLE_CHECKPOINT: "step 4: cd style_transfer && python train.py",
+}
+
+
+class UserError(Exception):
+    """A problem with the user's input or files: reported as one line, no traceback."""
+
+
+def run_main(main, argv=None):
+    """Run a script's main(argv); a UserError becomes one line on stderr and exit code 2."""
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: outputs already written are complete; partial ones were discarded",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+def frame_name(prefix, index, ext):
+    """Zero-padded to at least 5 digits so sorted names follow frame order at any N."""
+    return f"{prefix}_{index:05d}.{ext}"
+
+
+def require_file(path, made_by=None):
+    path = Path(path)
+    if not path.exists():
+        hint = made_by or MADE_BY.get(path)
+        raise UserError(f"missing {path}" + (f" (made by {hint})" if hint else ""))
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temp path beside `path`; it replaces `path` only if the block finishes.
+
+    A crash or Ctrl-C inside the block leaves the old file (or none) untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_npy(path, array):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def save_json(path, obj):
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
+
+
+def load_array(path, width, dtype=np.float32, what="array"):
+    """Load an (N, width) .npy and check it: readable, 2-D, right width, finite, not empty."""
+    path = require_file(path)
+    try:
+        a = np.load(path, allow_pickle=False)
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"cannot read {path}: {e}") from None
+    if a.ndim != 2 or a.shape[1] != width:
+        raise UserError(f"{path} has shape {a.shape}, expected (N, {width}) {what}")
+    if len(a) == 0:
+        raise UserError(f"{path} is empty")
+    if not np.all(np.isfinite(a)):
+        bad = np.flatnonzero(~np.all(np.isfinite(a), axis=1))
+        raise UserError(f"{path} has NaN/inf in {len(bad)} rows (first: row {bad[0]})")
+    return a.astype(dtype, copy=False)
