@@ -51,9 +51,11 @@ def run_main(main, argv=None):
         sys.exit(130)
 
 
-def frame_name(prefix, index, ext):
-    """Zero-padded to at least 5 digits so sorted names follow frame order at any N."""
-    return f"{prefix}_{index:05d}.{ext}"
+def frame_name(prefix, index, ext, n_frames=0):
+    """Zero-padded to at least 5 digits, more when n_frames needs them, so sorted names follow
+    frame order at any N."""
+    digits = max(5, len(str(max(n_frames, 1) - 1)))
+    return f"{prefix}_{index:0{digits}d}.{ext}"
 
 
 def require_file(path, made_by=None):
