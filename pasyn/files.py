@@ -34,6 +34,10 @@ MADE_BY = {
 }
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class UserError(Exception):
     """A problem with the user's input or files: reported as one line, no traceback."""
 
@@ -78,6 +82,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
