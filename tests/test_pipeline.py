@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,19 @@ def test_two_array_tasks_and_a_merge_equal_the_whole_run(quick_run):
     assert np.array_equal(np.load(blender_dir / "blender_vis.npy"), whole_vis)
     merged = json.loads((blender_dir / "annotations.json").read_text())
     assert merged["images"] == whole_ann["images"] and merged["annotations"] == whole_ann["annotations"]
+
+
+def test_readme_verification_snippets_print_what_they_say(quick_run):
+    root, _ = quick_run
+    readme = (REPO / "README.md").read_text()
+    steps = readme.split("### Verification Steps")[1].split("## Troubleshooting")[0]
+    snippets = [textwrap.dedent(s) for s in re.findall(r"```python\n(.*?)```", steps, re.S)]
+    assert len(snippets) == 3
+    outputs = []
+    for code in snippets:
+        r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                           env=dict(os.environ, MPLBACKEND="Agg"), timeout=120)
+        assert r.returncode == 0, r.stderr
+        outputs.append(r.stdout)
+    assert re.search(r"Final epoch: \d+\nFinal train loss: [\d.]+\nFinal val loss: [\d.]+", outputs[0])
+    assert f"Shape: ({N_QUICK}, 36)" in outputs[1]
