@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pasyn.files import GT_NPY, SYNTH_DIR, VIS_NPY, UserError, load_array, require_file, run_main  # noqa: E402
+from pasyn.files import GT_NPY, SYNTH_DIR, VIS_NPY, UserError, atomic_path, load_array, require_file, run_main  # noqa: E402
 from pasyn.rig import KEYPOINTS  # noqa: E402
 from pasyn.shards import image_name  # noqa: E402
 
@@ -91,7 +91,8 @@ def main(argv=None):
     sheet = Image.new("RGB", (tw * min(args.cols, len(tiles)), th * rows), (0, 0, 0))
     for k, t in enumerate(tiles):
         sheet.paste(t, ((k % args.cols) * tw, (k // args.cols) * th))
-    sheet.save(args.out)
+    with atomic_path(args.out) as tmp:
+        sheet.save(tmp, format="PNG")
     print(f"wrote {args.out} ({len(tiles)} frames)")
 
 
