@@ -5,12 +5,15 @@ Makes the VAE's prior pose data, data/{train,val,test}_poses_refine.npz (key `po
 convention), from a quadruped locomotion model posed on the zebra rig of pasyn/rig.py.
 
 No animal motion data can be downloaded here, so the poses come from a small gait model:
-  - clips of walk, trot, canter, gallop (either lead), standing (square or resting a hind leg),
-    grazing (forelegs split, slow steps), turning (walk/trot/canter with the feet drifting to
-    the outside of the turn), and transitions between two of these inside one clip;
+  - clips of walk, trot, canter, gallop (either lead), standing (square or resting a hind leg,
+    shifting its weight fore and aft), grazing (forelegs split, slow steps, weight shifts),
+    turning (walk/trot/canter with the feet drifting to the outside of the turn), and
+    transitions between two of these inside one clip (starting from and stopping to a stand,
+    changing gait), so the stride amplitude runs continuously from standing to full gait;
   - every clip is a new individual: limb length (scales the limb sweep for a given stride),
-    speed within its gait's range (stride length x0.4-1.15 at walk, x0.6-1.2 trot, x0.6-1.15
-    canter, x0.8-1.2 gallop; slower means shorter, slower strides and less flexion), flexion
+    speed within its gait's range (stride length x0.15-1.15 at walk, down to the short steps of
+    starting and stopping, x0.5-1.2 trot, x0.6-1.15 canter, x0.8-1.2 gallop; slower means
+    shorter, slower strides and less flexion), flexion
     amplitude, conformation (a few degrees at every joint, mostly left/right symmetric), stance
     width, left/right asymmetry and per-leg timing jitter are drawn per individual;
   - each leg is a pendulum about the shoulder or hip joint (Back et al. 1995): the limb sweeps
@@ -29,6 +32,7 @@ speed of walk / trot / canter / gallop; individuals scale them by 0.85-1.15, slo
   | whole limb                      | abduction/adduction         | +-3 conformation, +-10 in turns  |
   | standing, resting a hind leg    | hip / stifle / hock         | -3..-8 / 10..20 / 15..28         |
   | grazing                         | forelimbs split             | one -12..-22 forward, other 4..12 back |
+  | standing, grazing: weight shift | all limbs sway fore and aft | 0..5 amplitude, 0.1-0.4 Hz       |
 Sources (approximate values, read from the published curves, not copied tables):
   Back W, Clayton HM (eds), Equine Locomotion, 2nd ed., Saunders 2013 (kinematics chapters);
   Back W et al. 1995, How the horse moves 1 and 2, Equine Vet J 27:31-38, 39-45 (trot at 4 m/s:
@@ -73,16 +77,17 @@ GAITS = {
     "gallop": dict(freq=2.1, duty=0.25, phase=(0.55, 0.45, 0.1, 0.0), stride=4.2,
                    flex_front=(55, 95), flex_hind=(50, 55), stance_hind=12),
 }
-# Speed (stride length) range of each gait, as a factor of GAITS' stride: from a slow, short
-# stepping walk while grazing to a brisk one; collected to extended trot and canter; gallop fast.
-SPEED_RANGE = {"walk": (0.4, 1.15), "trot": (0.6, 1.2), "canter": (0.6, 1.15), "gallop": (0.8, 1.2)}
+# Speed (stride length) range of each gait, as a factor of GAITS' stride: from the short steps
+# of starting, stopping or grazing to a brisk walk; collected to extended trot and canter; gallop fast.
+SPEED_RANGE = {"walk": (0.15, 1.15), "trot": (0.5, 1.2), "canter": (0.6, 1.15), "gallop": (0.8, 1.2)}
 MAX_SWEEP = 35.0  # degrees, cap on the limb's half sweep
-# Clip types and how many of every 20 clips they make.
-CLIP_MIX = {"walk": 3, "trot": 3, "canter": 2, "gallop": 2, "standing": 2, "grazing": 2,
-            "turning": 3, "transition": 3}
+# Clip types and how many of every 23 clips they make: mostly walking and grazing, as zebras
+# spend their day; the fast gaits less often.
+CLIP_MIX = {"walk": 4, "trot": 3, "canter": 2, "gallop": 1, "standing": 2, "grazing": 3,
+            "turning": 3, "transition": 5}
 # Which gait may follow which inside a transition clip.
-NEXT_GAIT = {"standing": ["walk"], "grazing": ["walk", "standing"], "walk": ["trot", "standing", "grazing"],
-             "trot": ["walk", "canter"], "canter": ["trot", "gallop"], "gallop": ["canter"]}
+NEXT_GAIT = {"standing": ["walk", "trot"], "grazing": ["walk", "standing"], "walk": ["trot", "standing", "grazing"],
+             "trot": ["walk", "canter", "standing"], "canter": ["trot", "gallop"], "gallop": ["canter"]}
 
 
 def leg_rest_directions():
@@ -143,6 +148,7 @@ def gait_params(name, ind, lengths):
         stance_flex=np.where(IS_FRONT, 3.0, g["stance_hind"]) * ind["amplitude"],
         static=np.zeros((4, 3)),
         lateral=np.zeros(4),
+        sway=np.zeros(4),
     )
 
 
@@ -172,6 +178,7 @@ def still_params(name, ind, lengths, rng):
     for key in ("sweep", "flex_mid", "flex_end", "stance_flex"):
         p[key] = p[key] * scale
     p["static"] = static
+    p["sway"] = np.full(4, rng.uniform(0.0, 5.0))  # weight shifts fore and aft, degrees
     return p
 
 
@@ -233,6 +240,10 @@ def joint_angles(plan, ind, rng):
     mid_sign = np.where(IS_FRONT, -1.0, 1.0)
     end_sign = np.where(IS_FRONT, 1.0, -1.0)
     angles = np.stack([sweep + ind["sweep_centre"], mid_sign * mid, end_sign * end], axis=-1)
+    # Weight shifts: the body sways slowly fore and aft over the planted feet, all limbs together.
+    t = np.arange(T) / FPS
+    sway = np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 2 * np.pi))
+    angles[..., 0] += plan["sway"] * sway[:, None]
     angles = angles + plan["static"] + ind["conformation"] + rng.normal(0.0, 0.3, (T, 4, 3))
     # Lateral foot drift: turning, plus more of it while the leg swings.
     lateral = plan["lateral"] * (1.0 + 0.5 * np.where(stance, 0.0, np.sin(np.pi * s)))
@@ -310,9 +321,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Make VAE/data/{train,val,test}_poses_refine.npz "
                                      "from a quadruped locomotion model on the zebra rig.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clips", type=int, nargs=3, default=[640, 64, 192], metavar=("TRAIN", "VAL", "TEST"),
-                        help="clips per split (default: 640 64 192)")
-    parser.add_argument("--frames_per_clip", type=int, default=8, help=f"frames per clip at {FPS:g} fps")
+    parser.add_argument("--clips", type=int, nargs=3, default=[1280, 128, 384], metavar=("TRAIN", "VAL", "TEST"),
+                        help="clips per split (default: 1280 128 384)")
+    parser.add_argument("--frames_per_clip", type=int, default=4, help=f"frames per clip at {FPS:g} fps (default: 4)")
     parser.add_argument("--out_dir", type=Path, default=VAE_DATA)
     args = parser.parse_args(argv)
     if min(args.clips) < 1 or args.frames_per_clip < 1:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.angles import LEG_JOINTS  # noqa: E402
 from pasyn.files import VAE_CHECKPOINT, VAE_DATA, UserError, atomic_path, run_main  # noqa: E402
 from vae_io import load_pose_file, model_from_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-from vposer import VPoser, geodesic_degrees, matrices_from_poses  # noqa: E402
+from vposer import RECON_UNIT_DEG, VPoser, geodesic_degrees, matrices_from_poses  # noqa: E402
 
 SAVE_EVERY_S = 5.0  # seconds between checkpoint saves (and always after the last epoch)
 
@@ -34,7 +34,7 @@ def parse_args(argv):
                    help="weight of the KL divergence, summed over latent dims (default: 0.005)")
     p.add_argument("--w2", type=float, default=0.01,
                    help="weight of the reconstruction loss: the sum over joints of "
-                        "(rotation error / 10 deg)^2 (default: 0.01)")
+                        f"(rotation error / {RECON_UNIT_DEG:g} deg)^2 (default: 0.01)")
     p.add_argument("--n_leg_joints", type=int, default=36,
                    help="leg angles per pose, 3 per joint (default: 36 = 12 joints)")
     p.add_argument("--hidden", type=int, nargs="+", default=[32, 24], help="hidden layer sizes (default: 32 24)")

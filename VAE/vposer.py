@@ -10,11 +10,12 @@ Loss = w1 * KL + w2 * reconstruction, per pose averaged over the batch, where
   KL             = KL(q(z|x) || N(0, I)) summed over the latent dimensions (nats), and
   reconstruction = sum over joints of (rotation error / RECON_UNIT_DEG)^2, the error measured
                    as (180/pi) * ||R_hat - R||_F / sqrt(2) (= the angle for small angles).
-With the seed's w1=0.005, w2=0.01 and a 10-degree unit this is a Gaussian decoder with about
-5 degrees of noise per joint. A smaller unit reconstructs more sharply but leaves holes in the
-latent space, so prior samples fall between the real poses; a larger one blurs them (evaluate.py,
-k=5, while developing: 1 degree gave precision ~0.01; 5 degrees precision 0.43 / recall 0.94;
-10 degrees 0.60 / 0.76; on the committed data 10 degrees gives 0.73 / 0.70).
+With the seed's w1=0.005, w2=0.01 and a 7-degree unit this is a Gaussian decoder with about
+3.5 degrees of noise per joint (sigma = unit * sqrt(w1 / (2 w2))). A smaller unit reconstructs
+more sharply but leaves holes in the latent space, so prior samples fall between the real poses
+(recall up, precision down); a larger one blurs them (precision up, recall down). evaluate.py,
+k=5, on the committed data: 6.5 degrees 0.79 / 0.81, 7 degrees 0.80 / 0.80, 10 degrees
+0.87 / 0.67 (on earlier data: 1 degree precision ~0.01, 5 degrees 0.43 / 0.94).
 """
 import math
 import sys
@@ -29,7 +30,7 @@ from pasyn.angles import (LEG_CHAINS, chain_directions_from_pose, euler_from_mat
                           matrix_from_euler, pose_from_chain_directions)
 from pasyn.rig import rest_direction  # noqa: E402
 
-RECON_UNIT_DEG = 10.0
+RECON_UNIT_DEG = 7.0
 # ||R1 - R2||_F^2 = 2 theta^2 for small theta: this turns it into (theta / RECON_UNIT_DEG)^2.
 CHORD2_TO_UNITS = (180.0 / math.pi) ** 2 / 2.0 / RECON_UNIT_DEG ** 2
 
