@@ -71,10 +71,11 @@ def time_train(args, precision):
     opt = torch.optim.Adam(net.decoder.parameters(), 1e-3)
     targs = argparse.Namespace(alpha=0.5, l_content_weight=5, l_style_weight=10)
     c = image_io.fast_layout(c_feat.float(), dev)
-    train.train_step(net, opt, c, stats, masks, targs, dev, precision)  # warm-up: oneDNN picks kernels
+    detail = M.luminance_detail(images, masks).half()  # as train.py: the render's stripes ride along
+    train.train_step(net, opt, c, stats, masks, targs, dev, precision, detail)  # warm-up: oneDNN picks kernels
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        train.train_step(net, opt, c, stats, masks, targs, dev, precision)
+        train.train_step(net, opt, c, stats, masks, targs, dev, precision, detail)
     return {"train_img_s": args.steps * len(images) / (time.perf_counter() - t0), "encode_img_s": encode_rate}
 
 

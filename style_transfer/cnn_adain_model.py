@@ -8,10 +8,24 @@ of it; relu4_1 (stride 8, 8x8) would leave a thin leg less than one cell and blu
 Decoder: the encoder mirrored (nearest upsampling + reflection-padded 3x3 convs, no normalization,
 no dense layers, half VGG's widths), so it runs at any height/width divisible by the stride (4).
 
-Loss: content = MSE between the encoded output and the (detached) AdaIN target;
-style = MSE of per-channel means and standard deviations at every stage. Masked AdaIN takes the
-zebra's statistics from its own pixels only (alpha > 0), so the transparent background never
-enters them.
+Detail-preserving output (not plain AdaIN). A zebra's stripes are about 2 px wide at 64x64, finer
+than a decoder rebuilds from a 16x16 map; with a random-init VGG (no ImageNet weights here) the
+style loss wiped them out and left a tinted blob. So the decoder only re-colours and re-lights
+(tone, colour, shading: what AdaIN's statistics carry) and the stripes come from the render
+itself, as in photo-realistic style transfer's detail/"smoothing" steps. Blurs are Gaussian
+(sigma DETAIL_SIGMA px) over the zebra's pixels only (masked_blur):
+  training   out = blur(decoded(alpha)) + (lum(render) - blur(lum(render)))   (with_detail)
+  stylizing  out = render + blur(decoded(alpha) - decoded(0))                 (stylize_features)
+The two agree where the decoder rebuilds the render's low frequencies at alpha 0; stylizing
+subtracts the decoder's own error there, so --alpha 0 gives exactly the render and alpha scales
+the change. Without a render (detail=None / content=None) both are plain AdaIN.
+
+Loss, on that output: content = MSE between its relu3_1 features and the (detached) AdaIN target;
+style = MSE of per-channel means and standard deviations at every stage, each stage divided by the
+mean square of the target's std, so the three stages weigh alike whatever the encoder's scale
+(random init: stds ~0.15, 0.09, 0.06 at relu1_1, 2_1, 3_1 on our backgrounds). Masked AdaIN
+takes the zebra's statistics from its own pixels only (alpha > 0), so the transparent background
+never enters them.
 
 No file I/O and no argparse here: the scripts load weights and hand this module tensors.
 """
@@ -19,9 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ARCHITECTURE = "adain-vgg16-relu3_1-v1"  # stored in checkpoints; bump when the layers change
+ARCHITECTURE = "adain-vgg16-relu3_1-detail-v2"  # stored in checkpoints; bump when the layers change
 STRIDE = 4                               # two 2x2 max-pools before relu3_1
 MIN_SIZE = 8                             # the 3x3 reflection pad needs a feature map of at least 2x2
+DETAIL_SIGMA = 2.0                       # px: keeps ~2 px stripes in the detail, leaves the tone to the decoder
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -89,6 +104,36 @@ def masked_adain(content_feat, style_feat, content_mask):
 def blend(content_feat, adain_feat, alpha):
     """alpha = 0 gives the content features unchanged, 1 the full AdaIN features."""
     return alpha * adain_feat + (1 - alpha) * content_feat.float()
+
+
+# ---------------------------------------------------------------- detail-preserving output
+
+def masked_blur(x, mask, sigma=DETAIL_SIGMA):
+    """Gaussian blur of x (N,C,H,W) that averages the mask's pixels only (normalized convolution):
+    the black transparent surround never darkens the zebra's edge. mask=None: the whole frame."""
+    r = int(2 * sigma)
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma ** 2))
+    k = (k / k.sum()).to(x.device)
+
+    def blur(y):
+        c = y.shape[1]
+        y = F.conv2d(F.pad(y, [r, r, 0, 0], mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(F.pad(y, [0, 0, r, r], mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    m = torch.ones_like(x[:, :1]) if mask is None else mask.float()
+    return blur(x.float() * m) / blur(m).clamp_min(1e-3)
+
+
+def luminance_detail(content, mask):
+    """The render's high-frequency luminance (N,1,H,W): lum - masked_blur(lum); 0 off the zebra."""
+    lum = (0.299 * content[:, :1] + 0.587 * content[:, 1:2] + 0.114 * content[:, 2:3]).float()
+    return (lum - masked_blur(lum, mask)) * (mask > 0)
+
+
+def with_detail(decoded, detail, mask):
+    """The decoder's low frequencies plus the render's detail; decoded as is when detail is None."""
+    if detail is None:
+        return decoded
+    return masked_blur(decoded, mask) + detail.float()
 
 
 # ---------------------------------------------------------------- networks
@@ -183,27 +228,39 @@ class AdaINNet(nn.Module):
         """The features the decoder must render: content blended with its (masked) AdaIN."""
         return blend(c_feat, adain_from_stats(c_feat, style_mean, style_std, content_mask), alpha)
 
-    def stylize_features(self, c_feat, style_mean, style_std, alpha, content_mask=None):
-        """Decoded image (N,3,H,W), not clamped, from relu3_1 content features."""
+    def stylize_features(self, c_feat, style_mean, style_std, alpha, content_mask=None, content=None):
+        """Output image (N,3,H,W), not clamped, from relu3_1 content features.
+
+        With the content image (and its content_mask): the render plus the low frequencies of
+        what the decoder changes between alpha 0 and alpha (see the module docstring).
+        """
         t = self.target(c_feat, style_mean, style_std, alpha, content_mask)
-        return self.decoder(t.to(c_feat.dtype))
+        if content is None:
+            return self.decoder(t.to(c_feat.dtype))
+        t0 = self.target(c_feat, style_mean, style_std, 0.0, content_mask)  # the content features
+        styled, plain = self.decoder(torch.cat([t, t0]).to(c_feat.dtype)).float().chunk(2)
+        return content.float() + masked_blur(styled - plain, content_mask)
 
     def stylize(self, content, style, alpha, content_mask=None):
         """Images in, images out: content (N,3,H,W) restyled towards style (N,3,H',W')."""
         s_mean, s_std = self.style_stats(style)[-1]
-        return self.stylize_features(self.content_features(content), s_mean, s_std, alpha, content_mask)
+        return self.stylize_features(self.content_features(content), s_mean, s_std, alpha, content_mask,
+                                     content)
 
-    def forward(self, c_feat, style_stats, alpha=1.0, content_mask=None):
-        """(loss_content, loss_style) for one batch of content features and style statistics.
+    def forward(self, c_feat, style_stats, alpha=1.0, content_mask=None, detail=None):
+        """(loss_content, loss_style) for one batch of content features and style statistics,
+        measured on the output image (with the render's detail when given).
 
         content_mask=None means plain AdaIN over the whole frame.
         """
         t = self.target(c_feat, *style_stats[-1], alpha, content_mask)
-        out_feats = self.encoder(self.decoder(t.to(c_feat.dtype)))
+        out = with_detail(self.decoder(t.to(c_feat.dtype)), detail, content_mask)
+        out_feats = self.encoder(out.to(c_feat.dtype))
         loss_c = F.mse_loss(out_feats[-1].float(), t.detach())
         # The output's style is judged where the zebra is: the composite shows nothing else.
         loss_s = 0.0
         for o, (s_mean, s_std) in zip(out_feats, style_stats):
             o_mean, o_std = calc_mean_std(o, mask_like(content_mask, o))
-            loss_s = loss_s + F.mse_loss(o_mean, s_mean) + F.mse_loss(o_std, s_std)
+            scale = s_std.float().pow(2).mean().clamp_min(1e-8)  # this stage's magnitude
+            loss_s = loss_s + (F.mse_loss(o_mean, s_mean) + F.mse_loss(o_std, s_std)) / scale
         return loss_c, loss_s

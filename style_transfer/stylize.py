@@ -2,7 +2,8 @@
 
 Step 5: every rendered zebra of step 3 gets a background (seeded; backgrounds are reused in
 seeded rounds when there are more zebras than backgrounds), is restyled with masked AdaIN
-(zebra = content, background = style, statistics of the zebra's own pixels only), and is
+(zebra = content, background = style, statistics of the zebra's own pixels only; the render keeps
+its own stripes and takes the decoder's change of tone, see cnn_adain_model.py), and is
 composited with its render's own alpha onto the background centre-cropped/resized to H x W.
 Pixels outside the silhouette are the background's, so the silhouette and every keypoint stay
 exactly where Blender put them; the render must therefore already be H x W (no rescaling of labels).
@@ -119,12 +120,14 @@ def background_stats(net, backgrounds, dev, precision, batch_size):
 
 @torch.inference_mode()
 def stylize_batch(net, renders, backgrounds, s_mean, s_std, alpha, dev, precision):
-    """Masked AdaIN of the zebras, composited with their own alpha: uint8 (B, 3, H, W)."""
+    """Masked AdaIN of the zebras (the render + the decoder's change of tone), composited with
+    their own alpha: uint8 (B, 3, H, W)."""
     rgba = image_io.to_tensor(renders).to(dev)
     a = rgba[:, 3:]
     content = image_io.fast_layout(rgba[:, :3] * a, dev)  # transparent part black, as in training
     with image_io.autocast(dev, precision):
-        styled = net.stylize_features(net.content_features(content), s_mean, s_std, alpha, a)
+        styled = net.stylize_features(net.content_features(content), s_mean, s_std, alpha, a,
+                                      rgba[:, :3])  # the render itself, stripes and all
     bg = image_io.to_tensor(backgrounds).to(dev)
     out = a * styled.float().clamp(0, 1) + (1 - a) * bg  # a = 0: exactly the background
     return (out * 255).round().to(torch.uint8).cpu()

@@ -15,7 +15,8 @@ Learning rate: --lr is the peak of a schedule (linear warm-up over 20 steps, the
 after k more steps) with gradients clipped to norm 1: plain Adam at the seed's lr 0.01 sent the
 losses of this normalization-free decoder up 10^5-fold in its second step.
 The encoder is frozen, so every content and style image is encoded once before the epochs
-(content features kept as float16) and training only runs decoder -> encoder -> losses.
+(content features kept as float16, with each render's high-frequency luminance detail, see
+cnn_adain_model.py) and training only runs decoder -> (+ detail) -> encoder -> losses.
 """
 import argparse
 import math
@@ -151,9 +152,9 @@ def lr_at(step, peak, warm=20, half_life=100):
     return peak / (1 + (step - warm) / half_life)
 
 
-def train_step(net, opt, c_feat, style_stats, masks, args, dev, precision):
+def train_step(net, opt, c_feat, style_stats, masks, args, dev, precision, detail=None):
     with image_io.autocast(dev, precision):
-        loss_c, loss_s = net(c_feat, style_stats, args.alpha, masks)
+        loss_c, loss_s = net(c_feat, style_stats, args.alpha, masks, detail)
         loss = args.l_content_weight * loss_c + args.l_style_weight * loss_s
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -206,6 +207,7 @@ def main(argv=None):
 
     rgb, masks = load_content(train_files, args.height, args.width)
     c_feats = encode_content(net, rgb, dev, precision)
+    details = M.luminance_detail(rgb, masks.float() / 255).half()  # the stripes the output keeps
     style_stats = encode_style(net, style_files, args.height, args.width, dev, precision)
     del rgb
 
@@ -233,7 +235,8 @@ def main(argv=None):
                 g["lr"] = lr_at(epoch * steps_per_epoch + b, args.lr)
             c = image_io.fast_layout(c_feats[idx].to(dev).float(), dev)
             stats = [(m[sidx], s[sidx]) for m, s in style_stats]
-            lc, ls = train_step(net, opt, c, stats, masks[idx].to(dev).float() / 255, args, dev, precision)
+            lc, ls = train_step(net, opt, c, stats, masks[idx].to(dev).float() / 255, args, dev, precision,
+                                details[idx].to(dev))
             if not (math.isfinite(lc) and math.isfinite(ls)):
                 raise UserError(f"training diverged at epoch {epoch + 1} (loss is NaN/inf): lower --lr "
                                 f"(now {args.lr}); the last good checkpoint is kept")

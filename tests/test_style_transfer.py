@@ -380,3 +380,20 @@ def test_vgg_weights_from_a_file_or_a_clear_line_when_imagenet_is_missing(tmp_pa
     assert image_io.vgg_features_state("auto")[0] is None
     err = capsys.readouterr().err
     assert "ImageNet VGG-16 weights unavailable" in err and "random-init" in err and err.count("\n") == 1
+
+
+def test_stylized_zebra_keeps_its_stripes_and_alpha_zero_is_the_render(trained):
+    """The output is the render plus the low frequencies of the decoder's change (cnn_adain_model's
+    detail-preserving output): after a few training steps the stripes survive stylization, and
+    --alpha 0 is the render itself. (That the colours approach the background's takes real
+    training: evaluate.py measures it.)"""
+    evaluate = _load("evaluate")
+    ckpt = image_io.load_checkpoint(trained / "checkpoint.pt")
+    net = image_io.model_from_checkpoint(ckpt)
+    frames = sorted((trained / "data" / "synthetic_images" / "zebra").glob("*.png"))
+    renders = np.stack([image_io.load_rgba(f, H, W) for f in frames])
+    bg_files = sorted((trained / "data" / "backgrounds").glob("*.png"))
+    bg = np.stack([image_io.load_rgb_cover(f, H, W) for f in bg_files])[np.arange(len(renders)) % len(bg_files)]
+    before, a0, a05 = evaluate.quality(net, renders, bg, [0.0, 0.5], "fp32")[0].values()
+    assert a0 == before  # alpha 0: exactly the render pasted with its own alpha
+    assert a05["ssim_in_mask"] > 0.6 and a05["edge_agreement"] > 0.8, a05
