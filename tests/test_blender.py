@@ -29,9 +29,20 @@ LEFT = [k for k, n in enumerate(KEYPOINTS) if n.endswith(".L") or n == "lefteye"
 RIGHT = [k for k, n in enumerate(KEYPOINTS) if n.endswith(".R") or n == "righteye"]
 
 
+def _blender_benchmark():
+    """blender/benchmark.py by path: VAE/ and style_transfer/ have a benchmark.py too."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("blender_benchmark", BLENDER_DIR / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _blender_benchmark()
+
+
 def synthetic_poses(n, seed=0):
-    from benchmark import synthetic_poses as make
-    return make(n, seed)
+    return bench.synthetic_poses(n, seed)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +60,7 @@ def run(out, poses, *flags, blender=False, size=32, n=12):
         cmd = ["blender", "-b", str(BLEND), "--python-exit-code", "1", "-P", "animation_script.py", "--", *args]
     else:
         cmd = [sys.executable, "animation_script.py", "--", f"--blend={BLEND}", *args]
-    from benchmark import blender_env
-    return subprocess.run(cmd, cwd=BLENDER_DIR, env=blender_env(BLENDER_DIR), capture_output=True, text=True,
+    return subprocess.run(cmd, cwd=BLENDER_DIR, env=bench.blender_env(BLENDER_DIR), capture_output=True, text=True,
                           timeout=300)
 
 
