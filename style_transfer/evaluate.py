@@ -17,7 +17,6 @@ Writes style_transfer/quality.json and style_transfer/quality_contact_sheet.png 
 columns: render on grey, background, alpha 0, 0.5, 1).
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 

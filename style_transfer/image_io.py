@@ -19,6 +19,16 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 # ---------------------------------------------------------------- image folders
 
+def check_alpha_and_size(args):
+    """The flags train.py and stylize.py share: --alpha in [0, 1], a size the decoder can rebuild."""
+    if not 0 <= args.alpha <= 1:
+        raise UserError(f"--alpha {args.alpha} is outside [0, 1]")
+    try:
+        M.check_size(args.height, args.width)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def list_images(folder, made_by=None):
     """Every image file under folder (recursive), sorted; one clear line if there are none."""
     folder = Path(folder)

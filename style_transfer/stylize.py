@@ -30,7 +30,6 @@ from pasyn.files import (BACKGROUND_DIR, MADE_BY, RENDER_ANNOTATIONS, STYLE_CHEC
                          SYNTH_DIR, UserError, atomic_path, frame_name, require_file, run_main, save_json)
 from pasyn.rig import AP10K_SKELETON  # noqa: E402
 
-import cnn_adain_model as M  # noqa: E402
 import image_io  # noqa: E402
 from make_backgrounds import background_files  # noqa: E402
 
@@ -54,14 +53,9 @@ def parse_args(argv):
 
 
 def check_args(args):
-    if not 0 <= args.alpha <= 1:
-        raise UserError(f"--alpha {args.alpha} is outside [0, 1]")
+    image_io.check_alpha_and_size(args)
     if args.batch_size < 1:
         raise UserError("--batch_size must be at least 1")
-    try:
-        M.check_size(args.height, args.width)
-    except ValueError as e:
-        raise UserError(str(e)) from None
 
 
 def read_render_annotations(path):

@@ -67,8 +67,7 @@ def parse_args(argv):
 
 
 def check_args(args):
-    if not 0 <= args.alpha <= 1:
-        raise UserError(f"--alpha {args.alpha} is outside [0, 1]")
+    image_io.check_alpha_and_size(args)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1")
@@ -76,10 +75,6 @@ def check_args(args):
         raise UserError(f"--lr {args.lr} must be a positive number")
     if not 0 <= args.holdout < 1:
         raise UserError(f"--holdout {args.holdout} is outside [0, 1)")
-    try:
-        M.check_size(args.height, args.width)
-    except ValueError as e:
-        raise UserError(str(e)) from None
     if args.train_dir and (args.content_dir or args.style_dir):
         raise UserError("give --train_dir alone, or --content_dir/--style_dir, not both")
 

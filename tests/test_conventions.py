@@ -1,5 +1,4 @@
 """The shared conventions every stage relies on: pose angles, rig tables, COCO files, atomic writes."""
-import json
 import subprocess
 import sys
 import textwrap
