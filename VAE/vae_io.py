@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pasyn.files import MADE_BY, UserError, atomic_path, require_file  # noqa: E402
+from pasyn.files import MADE_BY, UserError, atomic_path, check_rows, require_file  # noqa: E402
 from vposer import VPoser  # noqa: E402
 
 MAKE_DATA = "cd VAE && python make_pose_data.py"
@@ -31,15 +31,8 @@ def load_pose_file(path, n_leg_joints):
             poses = np.asarray(f["poses"], dtype=np.float64)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise UserError(f"cannot read {path}: {e}") from None
-    width = N_ROOT_COLUMNS + n_leg_joints
-    if poses.ndim != 2 or poses.shape[1] != width:
-        raise UserError(f"{path} has shape {poses.shape}, expected (N, {width}): "
-                        f"{N_ROOT_COLUMNS} root angles + {n_leg_joints} leg angles (--n_leg_joints)")
-    if len(poses) == 0:
-        raise UserError(f"{path} holds no poses")
-    bad = np.flatnonzero(~np.all(np.isfinite(poses), axis=1))
-    if len(bad):
-        raise UserError(f"{path} has NaN/inf in {len(bad)} rows (first: row {bad[0]})")
+    check_rows(poses, path, N_ROOT_COLUMNS + n_leg_joints,
+               f"({N_ROOT_COLUMNS} root angles + {n_leg_joints} leg angles, --n_leg_joints)")
     return poses[:, N_ROOT_COLUMNS:]
 
 

@@ -107,6 +107,12 @@ def load_array(path, width, dtype=np.float32, what="array"):
         a = np.load(path, allow_pickle=False)
     except Exception as e:  # a truncated or foreign file
         raise UserError(f"cannot read {path}: {e}") from None
+    check_rows(a, path, width, what)
+    return a.astype(dtype, copy=False)
+
+
+def check_rows(a, path, width, what):
+    """An (N, width) array read from `path`: 2-D, the right width, not empty, finite."""
     if a.ndim != 2 or a.shape[1] != width:
         raise UserError(f"{path} has shape {a.shape}, expected (N, {width}) {what}")
     if len(a) == 0:
@@ -114,4 +120,3 @@ def load_array(path, width, dtype=np.float32, what="array"):
     if not np.all(np.isfinite(a)):
         bad = np.flatnonzero(~np.all(np.isfinite(a), axis=1))
         raise UserError(f"{path} has NaN/inf in {len(bad)} rows (first: row {bad[0]})")
-    return a.astype(dtype, copy=False)
