@@ -97,24 +97,25 @@ def start_or_resume(args, config, R_train):
     return model, optimizer, ckpt
 
 
-def train_epoch(model, optimizer, R, batch_size, w1, w2):
-    """One pass over the shuffled training matrices; mean loss per pose (python float)."""
+def train_epoch(model, optimizer, inputs, batch_size, w1, w2):
+    """One pass over the shuffled training_inputs(); mean loss per pose (python float)."""
     model.train()
-    order = torch.randperm(len(R))
+    x, R = inputs
+    order = torch.randperm(len(x))
     total = 0.0
-    for batch in R[order].split(batch_size):
-        loss, _, _ = model.loss(batch, w1, w2)
+    for x_batch, R_batch in zip(x[order].split(batch_size), R[order].split(batch_size)):
+        loss, _, _ = model.loss(x_batch, R_batch, w1, w2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(batch)
-    return total / len(R)
+        total += loss.item() * len(x_batch)
+    return total / len(x)
 
 
 @torch.no_grad()
-def validation_loss(model, R, w1, w2):
+def validation_loss(model, inputs, w1, w2):
     model.eval()
-    return float(model.loss(R, w1, w2)[0])
+    return float(model.loss(*inputs, w1, w2)[0])
 
 
 @torch.no_grad()
@@ -159,11 +160,12 @@ def main(argv=None):
     print(f"train {len(R['train'])} / val {len(R['val'])} / test {len(R['test'])} poses; "
           f"epochs {start + 1}..{args.epochs}")
 
+    inputs = {split: model.training_inputs(R[split]) for split in ("train", "val")}
     t0 = last_save = time.perf_counter()
     bar = tqdm(range(start, args.epochs), desc="epochs", initial=start, total=args.epochs)
     for epoch in bar:
-        train_losses.append(train_epoch(model, optimizer, R["train"], args.batch_size, args.w1, args.w2))
-        val_losses.append(validation_loss(model, R["val"], args.w1, args.w2))
+        train_losses.append(train_epoch(model, optimizer, inputs["train"], args.batch_size, args.w1, args.w2))
+        val_losses.append(validation_loss(model, inputs["val"], args.w1, args.w2))
         bar.set_postfix(train=f"{train_losses[-1]:.4f}", val=f"{val_losses[-1]:.4f}")
         # Saving costs more than an epoch of this small model: save every few seconds and at the end.
         if time.perf_counter() - last_save < SAVE_EVERY_S and epoch + 1 < args.epochs:

@@ -17,7 +17,7 @@ import make_pose_data  # noqa: E402
 import train  # noqa: E402
 import vae_io  # noqa: E402
 from pasyn.files import UserError  # noqa: E402
-from vposer import (VPoser, geodesic_degrees, matrices_from_poses, matrices_from_sixd,  # noqa: E402
+from vposer import (ChordSquared, VPoser, geodesic_degrees, matrices_from_poses, matrices_from_sixd,  # noqa: E402
                     poses_from_matrices, sixd_from_matrices)
 
 TINY = ["--hidden", "16", "12", "--latent_dim", "4", "--batch_size", "32"]
@@ -65,6 +65,19 @@ def test_angle_round_trip_keeps_rotations_and_wraps_at_180():
     Ra, Rb = matrices_from_poses(a), matrices_from_poses(b)
     assert geodesic_degrees(Ra, Rb).max() == pytest.approx(1.0, abs=1e-3)
     assert torch.dist(sixd_from_matrices(Ra), sixd_from_matrices(Rb)) < 0.03
+
+
+def test_hand_written_reconstruction_gradient_matches_autograd():
+    torch.manual_seed(0)
+    R = matrices_from_poses(np.random.default_rng(1).uniform(-180, 180, (6, 36))).double()
+    x = torch.randn(6, 72, dtype=torch.float64, requires_grad=True)
+    plain = (matrices_from_sixd(x) - R).pow(2).sum((-1, -2))
+    assert torch.allclose(ChordSquared.apply(x, R), plain)
+    weights = torch.rand(6, 12, dtype=torch.float64)
+    grad_plain, = torch.autograd.grad((plain * weights).sum(), x)
+    grad_hand, = torch.autograd.grad((ChordSquared.apply(x, R) * weights).sum(), x)
+    assert torch.allclose(grad_hand, grad_plain, atol=1e-10)
+    assert torch.autograd.gradcheck(ChordSquared.apply, (x[:2].detach().requires_grad_(), R[:2]))
 
 
 # --- data maker ---------------------------------------------------------------------------
