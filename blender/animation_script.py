@@ -312,9 +312,9 @@ def look_from(direction):
     return np.stack([x, np.cross(z, x), z], axis=1)
 
 
-def fit_distance(rel, rot, tan_x, tan_y):
-    """Smallest distance from which every point (relative to the aim point) is inside the frame."""
-    a, b, c = (rel @ rot).T  # camera axes: x right, y up, z toward the camera
+def fit_distance(rel, tan_x, tan_y):
+    """Smallest distance from which every point (camera axes, relative to the aim point) is inside the frame."""
+    a, b, c = rel.T  # camera axes: x right, y up, z toward the camera
     return float(np.max(c + np.maximum(np.abs(a) / tan_x, np.abs(b) / tan_y)))
 
 
@@ -327,13 +327,15 @@ def place_camera(rig, verts, params, tangents):
     direction /= np.linalg.norm(direction)
     rot = look_from(direction)
     tan_x, tan_y = (t * (1.0 - 2.0 * FIT_MARGIN) for t in tangents)
-    aim = (verts.min(0) + verts.max(0)) / 2
+    cam_axes = verts @ rot  # once: moving the aim only shifts these
+    aim = (verts.min(0) + verts.max(0)) / 2 @ rot
     for _ in range(2):  # re-centre the aim so the zebra's projection is centred, then refit
-        dist = fit_distance(verts - aim, rot, tan_x, tan_y)
-        a, b, c = ((verts - aim) @ rot).T
-        u, v = a / (dist - c), b / (dist - c)
-        aim = aim + rot[:, 0] * (u.max() + u.min()) / 2 * dist + rot[:, 1] * (v.max() + v.min()) / 2 * dist
-    dist = fit_distance(verts - aim, rot, tan_x, tan_y) * params["zoom"]
+        rel = cam_axes - aim
+        dist = fit_distance(rel, tan_x, tan_y)
+        u, v = rel[:, 0] / (dist - rel[:, 2]), rel[:, 1] / (dist - rel[:, 2])
+        aim = aim + np.array([(u.max() + u.min()) / 2 * dist, (v.max() + v.min()) / 2 * dist, 0.0])
+    dist = fit_distance(cam_axes - aim, tan_x, tan_y) * params["zoom"]
+    aim = rot @ aim  # back to world
     m = np.eye(4)
     m[:3, :3], m[:3, 3] = rot, aim + rot[:, 2] * dist
     cam = rig["cam"]

@@ -187,7 +187,7 @@ def parts():
            (-0.15, 1.265, 0.71, 0.25), (-0.35, 1.30, 0.72, 0.235), (-0.52, 1.27, 0.78, 0.20),
            (-0.64, 1.15, 0.92, 0.13), (-0.685, 1.07, 0.99, 0.04)]
     body_ctrl = [(0.0, y, 0.5 * (top + bot), w, 0.5 * (top - bot)) for y, top, bot, w in sil]
-    v, f, info = tube(body_ctrl, around=32, spacing=0.03, egg=-0.08)
+    v, f, info = tube(body_ctrl, around=32, spacing=0.06, egg=-0.08)
     nw = w_neck(v)
     u = (1 - nw) * u_body(v, _normals(v, info)) + nw * u_neck(v) + _warp(v, 0.22)
     out.append(("body", v, f, info, ["torso"], 0.05, u, np.zeros(len(v))))
@@ -196,7 +196,7 @@ def parts():
     # (x, y, z, half-width, half-depth); the throat line rises almost vertically behind the jaw
     ctrl = [(0, -0.47, 1.05, 0.17, 0.22), (0, -0.54, 1.17, 0.155, 0.215), (0, -0.63, 1.33, 0.11, 0.15),
             (0, -0.69, 1.47, 0.085, 0.11), (0, -0.76, 1.58, 0.075, 0.085), (0, -0.77, 1.64, 0.04, 0.05)]
-    v, f, info = tube(ctrl, around=24, spacing=0.025)
+    v, f, info = tube(ctrl, around=24, spacing=0.05)
     nw = w_neck(v)
     u = (1 - nw) * u_body(v, _normals(v, info)) + nw * u_neck(v) + _warp(v, 0.15)
     out.append(("neck", v, f, info, ["torso", "neck", "neck2", "head"], 0.05, u, np.zeros(len(v))))
@@ -214,7 +214,7 @@ def parts():
         ctrl.append((*(crest[k] + up * h * 0.3), 0.018, h))
     end = crest[pick[-1]] + np.array([0, -0.07, 0.03])
     ctrl.append((*end, 0.015, 0.03))
-    v, f, info = tube(ctrl, around=12, spacing=0.02)
+    v, f, info = tube(ctrl, around=12, spacing=0.04)
     u = u_neck(v) + _warp(v, 0.15)
     mv = 0.9 * _smoothstep(0.55, 0.95, info["sin"])
     out.append(("mane", v, f, info, ["neck", "neck2", "head"], 0.05, u, mv))
@@ -232,7 +232,7 @@ def parts():
                  (0.30, 0.08, 0.105, 0.14), (0.50, 0.065, 0.085, 0.105), (0.70, 0.045, 0.066, 0.08),
                  (0.86, 0.04, 0.072, 0.072), (0.97, 0.04, 0.066, 0.064), (1.055, 0.03, 0.03, 0.03)]
     ctrl = [(*(poll + axis * length * t + back * off), w, d) for t, off, w, d in head_prof]
-    v, f, info = tube(ctrl, around=24, spacing=0.018, egg=0.15)
+    v, f, info = tube(ctrl, around=24, spacing=0.036, egg=0.15)
     t_face = ((v - poll) @ axis) / length
     u = t_face * length / P_FACE + _warp(v, 0.08)
     mv = _smoothstep(0.74, 0.86, t_face)
@@ -246,7 +246,7 @@ def parts():
         ctrl = [(*(centre - d * r), 0.004, 0.004), (*(centre - d * r * 0.5), r * 0.85, r * 0.85),
                 (*centre, r, r), (*(centre + d * r * 0.5), r * 0.85, r * 0.85),
                 (*(centre + d * r), 0.004, 0.004)]
-        v, f, info = tube(ctrl, around=10, spacing=0.01, side=(0, 1, 0))
+        v, f, info = tube(ctrl, around=10, spacing=0.02, side=(0, 1, 0))
         out.append((eye, v, f, info, ["head"], 0.05, np.zeros(len(v)), np.ones(len(v))))
 
     # --- ears: flattened cones on top of the head, tilted out and back
@@ -257,7 +257,7 @@ def parts():
         prof = [(0.0, 0.032, 0.04), (0.3, 0.048, 0.04), (0.62, 0.045, 0.034), (0.88, 0.024, 0.018),
                 (1.0, 0.004, 0.004)]
         ctrl = [(*(base + direction * 0.20 * t), w, d) for t, w, d in prof]
-        v, f, info = tube(ctrl, around=12, spacing=0.015, side=(0, 1, 0))
+        v, f, info = tube(ctrl, around=12, spacing=0.03, side=(0, 1, 0))
         u = info["t"] * 0.17 / P_FACE * 0.6
         out.append(("ear", v, f, info, ["head"], 0.05, u, _smoothstep(0.72, 0.85, info["t"])))
 
@@ -269,7 +269,7 @@ def parts():
           (end, 0.05, 0.05), (end + np.array([0, 0.005, -0.10]), 0.03, 0.03),
           (end + np.array([0, 0.005, -0.15]), 0.005, 0.005)]
     ctrl = [(*p, w, d) for p, w, d in tl]
-    v, f, info = tube(ctrl, around=10, spacing=0.02)
+    v, f, info = tube(ctrl, around=10, spacing=0.04)
     u = -v[:, 2] / P_TAIL
     out.append(("tail", v, f, info, ["torso", "tail"], 0.04, u, _smoothstep(0.60, 0.68, info["t"])))
 
@@ -303,7 +303,7 @@ def parts():
             (ho + np.array([0, -0.005, -0.015]), 0.02, 0.02),
         ]
         ctrl = [(*L(p), w, d) for p, w, d in front]
-        v, f, info = tube(ctrl, around=16, spacing=0.022)
+        v, f, info = tube(ctrl, around=16, spacing=0.044)
         wl = _smoothstep(el[2] + 0.10, el[2] - 0.06, v[:, 2])
         u = (1 - wl) * u_body(v, _normals(v, info)) + wl * u_leg(v, L(el)) + _warp(v, 0.12)
         hoof = _smoothstep(ho[2] + 0.065, ho[2] + 0.05, v[:, 2])
@@ -331,7 +331,7 @@ def parts():
             (ho + np.array([0, -0.005, -0.015]), 0.02, 0.02),
         ]
         ctrl = [(*L(p), w, d) for p, w, d in hind]
-        v, f, info = tube(ctrl, around=16, spacing=0.022)
+        v, f, info = tube(ctrl, around=16, spacing=0.044)
         wl = _smoothstep(st[2] + 0.08, st[2] - 0.10, v[:, 2])
         u = (1 - wl) * u_body(v, _normals(v, info)) + wl * u_leg(v, L(st)) + _warp(v, 0.12)
         hoof = _smoothstep(ho[2] + 0.065, ho[2] + 0.05, v[:, 2])
