@@ -112,7 +112,29 @@ def choose_precision(precision):
 
 
 def device():
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when there is one, else the CPU (after keep_freed_memory())."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    keep_freed_memory()
+    return torch.device("cpu")
+
+
+def keep_freed_memory():
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the system.
+
+    Every training step allocates and frees the same tens of megabytes of feature maps; by
+    default glibc unmaps them and the next step page-faults them back in: a fifth of the
+    step's time, spent in the kernel. Elsewhere than Linux/glibc this does nothing.
+    """
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: blocks below 32 MB come from the heap
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)   # and freed heap is kept, up to 1 GB
+    mallopt(M_TOP_PAD, 256 << 20)
 
 
 def autocast(dev, precision):
