@@ -2,9 +2,10 @@
 
     cd blender && python contact_sheet.py --n=36 --out=contact_sheet.png
 
-Reads blender_gt.npy, blender_vis.npy and the PNGs of step 3. Left limbs are drawn orange, right
-limbs blue, the spine and head white; a filled dot is visible (v=2), a ring hidden by the body
-(v=1); points outside the frame (v=0) are not drawn. The checkerboard shows the transparent background.
+Reads blender_gt.npy, blender_vis.npy and the PNGs of step 3, and draws the 19 rig keypoints as
+pasyn.drawing does on every sheet: left limbs orange, right limbs blue, the spine and head white; a
+filled dot is visible (v=2), a ring hidden by the body (v=1); points outside the frame (v=0) are not
+drawn. The checkerboard shows the transparent background.
 """
 import argparse
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.drawing import draw_keypoints  # noqa: E402
 from pasyn.files import GT_NPY, SYNTH_DIR, VIS_NPY, UserError, atomic_path, load_array, require_file, run_main  # noqa: E402
 from pasyn.rig import KEYPOINTS  # noqa: E402
 from pasyn.shards import image_name  # noqa: E402
@@ -25,15 +27,7 @@ BONES = [("head", "neck2"), ("neck2", "torso"), ("torso", "pelvis"), ("pelvis", 
          ("torso", "upperleg.R"), ("upperleg.R", "frontleg.R"), ("frontleg.R", "forearm.R"),
          ("pelvis", "pelvis.L"), ("pelvis.L", "shin.L"), ("shin.L", "backfoot.L"),
          ("pelvis", "pelvis.R"), ("pelvis.R", "shin.R"), ("shin.R", "backfoot.R")]
-LEFT, RIGHT, CENTRE = (255, 140, 0), (40, 120, 255), (255, 255, 255)
-
-
-def side_colour(*names):
-    if any(n.endswith(".L") or n == "lefteye" for n in names):
-        return LEFT
-    if any(n.endswith(".R") or n == "righteye" for n in names):
-        return RIGHT
-    return CENTRE
+EDGES = [(KEYPOINTS.index(a), KEYPOINTS.index(b)) for a, b in BONES]
 
 
 def checkerboard(w, h, cell=8):
@@ -48,17 +42,8 @@ def draw_tile(image, xy, vis, scale, index):
     tile = checkerboard(w * scale, h * scale)
     big = image.resize((w * scale, h * scale), Image.NEAREST)
     tile.paste(big, (0, 0), big)
+    draw_keypoints(tile, xy * scale, vis, KEYPOINTS, EDGES, radius=max(2, scale))
     d = ImageDraw.Draw(tile)
-    p = {name: (xy[k] * scale, vis[k]) for k, name in enumerate(KEYPOINTS)}
-    for a, b in BONES:
-        if p[a][1] > 0 and p[b][1] > 0:
-            d.line([tuple(p[a][0]), tuple(p[b][0])], fill=side_colour(a, b), width=2)
-    r = max(2, scale)
-    for name, ((x, y), v) in p.items():
-        if v == 0:
-            continue
-        colour = side_colour(name)
-        d.ellipse([x - r, y - r, x + r, y + r], fill=colour if v == 2 else None, outline=colour, width=1)
     d.text((3, 2), str(index), fill=(255, 255, 0))
     return tile
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.drawing import draw_keypoints  # noqa: E402
 from pasyn.files import MADE_BY, STYLE_CHECKPOINT, UserError, atomic_path, require_file  # noqa: E402
+from pasyn.rig import AP10K_KEYPOINTS, AP10K_SKELETON  # noqa: E402
 
 import cnn_adain_model as M  # noqa: E402
 
@@ -228,17 +230,10 @@ def model_from_checkpoint(ckpt):
 
 # ---------------------------------------------------------------- drawing
 
-def draw_skeleton(img, keypoints, skeleton, scale):
-    """Draw COCO [x, y, v]*K keypoints (pixel coords of the unscaled frame) on a PIL image."""
-    draw = ImageDraw.Draw(img)
+def draw_skeleton(img, keypoints, scale):
+    """Draw COCO [x, y, v]*17 AP-10K keypoints (pixel coords of the unscaled frame) on a PIL image."""
     kp = np.asarray(keypoints, dtype=float).reshape(-1, 3)
-    xy = kp[:, :2] * scale  # continuous coords: the frame's top-left corner is (0, 0)
-    for a, b in skeleton:
-        if kp[a - 1, 2] > 0 and kp[b - 1, 2] > 0:
-            draw.line([tuple(xy[a - 1]), tuple(xy[b - 1])], fill=(255, 60, 60), width=max(1, scale // 2))
-    r = max(2, scale // 2)
-    for (x, y), v in zip(xy, kp[:, 2]):
-        if v > 0:
-            colour = (60, 255, 60) if v == 2 else (255, 210, 0)
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
-    return img
+    edges = [(a - 1, b - 1) for a, b in AP10K_SKELETON]  # AP-10K's skeleton is 1-based
+    # continuous coords: the frame's top-left corner is (0, 0)
+    return draw_keypoints(img, kp[:, :2] * scale, kp[:, 2], AP10K_KEYPOINTS, edges,
+                          radius=max(2, scale // 2), width=max(1, scale // 2))

@@ -28,7 +28,6 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.files import (BACKGROUND_DIR, MADE_BY, RENDER_ANNOTATIONS, STYLE_CHECKPOINT, STYLIZED_DIR,  # noqa: E402
                          SYNTH_DIR, UserError, atomic_path, frame_name, require_file, run_main, save_json)
-from pasyn.rig import AP10K_SKELETON  # noqa: E402
 
 import image_io  # noqa: E402
 from make_backgrounds import background_files  # noqa: E402
@@ -147,7 +146,7 @@ def contact_sheet(images, annotations, path, n=16, cols=4):
     sheet = Image.new("RGB", (cols * w * scale, rows * h * scale), (40, 40, 40))
     for k in range(n):
         tile = Image.fromarray(images[k].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
-        image_io.draw_skeleton(tile, annotations[k]["keypoints"], AP10K_SKELETON, scale)
+        image_io.draw_skeleton(tile, annotations[k]["keypoints"], scale)
         sheet.paste(tile, ((k % cols) * w * scale, (k // cols) * h * scale))
     image_io.save_image(np.asarray(sheet), path, quality=JPEG_QUALITY)
 
