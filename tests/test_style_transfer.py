@@ -6,7 +6,6 @@ tmp folders with zebra-like RGBA renders drawn here (striped body, neck, head, l
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
