@@ -81,7 +81,7 @@ def matrices_from_sixd(x):
 class ChordSquared(torch.autograd.Function):
     """||R_hat - R||_F^2 per joint, (N, J), where R_hat = matrices_from_sixd(x), x (N, J*6), R (N, J, 3, 3).
 
-    The same number autograd would get through gram_schmidt(), with the gradient written out by
+    The same number autograd would get through matrices_from_sixd(), with the gradient written out by
     hand: training a net this small is all per-operation overhead, and one node instead of ~30
     takes about a sixth off each step. tests/test_vae.py checks it with torch.autograd.gradcheck.
     With R_hat = [a, b, a x b]:  ||R_hat - R||^2 = 2 (3 - a.c1 - b.c2 - (a x b).c3).

@@ -176,6 +176,16 @@ def u_leg(p, joint):
 # ----------------------------------------------------------------------------------------------
 # The zebra's parts
 # ----------------------------------------------------------------------------------------------
+def leg(name, ctrl, joint, blend, hoof_z, bones):
+    """One leg tube as a part: body stripes above the elbow/stifle `joint`, leg stripes below it
+    (blended between joint height + blend[0] and + blend[1]), the hoof's colour below hoof_z + 5 cm."""
+    v, f, info = tube(ctrl, around=16, spacing=0.044)
+    wl = _smoothstep(joint[2] + blend[0], joint[2] + blend[1], v[:, 2])
+    u = (1 - wl) * u_body(v, _normals(v, info)) + wl * u_leg(v, joint) + _warp(v, 0.12)
+    hoof = _smoothstep(hoof_z + 0.065, hoof_z + 0.05, v[:, 2])
+    return (name, v, f, info, bones, 0.035, u, hoof)
+
+
 def parts():
     """List of (name, verts, faces, info, bones, sigma, u, v) for every body part."""
     out = []
@@ -302,13 +312,8 @@ def parts():
             (ho + np.array([0, -0.005, 0.005]), 0.048, 0.054),
             (ho + np.array([0, -0.005, -0.015]), 0.02, 0.02),
         ]
-        ctrl = [(*L(p), w, d) for p, w, d in front]
-        v, f, info = tube(ctrl, around=16, spacing=0.044)
-        wl = _smoothstep(el[2] + 0.10, el[2] - 0.06, v[:, 2])
-        u = (1 - wl) * u_body(v, _normals(v, info)) + wl * u_leg(v, L(el)) + _warp(v, 0.12)
-        hoof = _smoothstep(ho[2] + 0.065, ho[2] + 0.05, v[:, 2])
         bones = ["torso", "shoulder" + sfx, "upperleg" + sfx, "frontleg" + sfx, "forearm" + sfx]
-        out.append(("front" + sfx, v, f, info, bones, 0.035, u, hoof))
+        out.append(leg("front" + sfx, [(*L(p), w, d) for p, w, d in front], L(el), (0.10, -0.06), ho[2], bones))
 
         # hind leg: hip -> stifle -> hock -> fetlock -> hoof
         pv, hip = J("pelvis.L", "head"), J("pelvis.L")
@@ -330,13 +335,8 @@ def parts():
             (ho + np.array([0, -0.005, 0.005]), 0.048, 0.054),
             (ho + np.array([0, -0.005, -0.015]), 0.02, 0.02),
         ]
-        ctrl = [(*L(p), w, d) for p, w, d in hind]
-        v, f, info = tube(ctrl, around=16, spacing=0.044)
-        wl = _smoothstep(st[2] + 0.08, st[2] - 0.10, v[:, 2])
-        u = (1 - wl) * u_body(v, _normals(v, info)) + wl * u_leg(v, L(st)) + _warp(v, 0.12)
-        hoof = _smoothstep(ho[2] + 0.065, ho[2] + 0.05, v[:, 2])
         bones = ["torso", "pelvis" + sfx, "thigh" + sfx, "shin" + sfx, "backfoot" + sfx]
-        out.append(("hind" + sfx, v, f, info, bones, 0.035, u, hoof))
+        out.append(leg("hind" + sfx, [(*L(p), w, d) for p, w, d in hind], L(st), (0.08, -0.10), ho[2], bones))
     return out
 
 
