@@ -1,37 +1,45 @@
-"""cd VAE && python evaluate.py
+"""cd VAE && python evaluate.py [--data DIR] [--seeds 0 1 2 3] [--poses FILE]
 
-Scores poses sampled from the trained VAE (checkpoint.pt) against the held-out test split and
-draws pose_plot.png (stick figures of real test legs beside sampled ones, side view).
+Scores poses sampled from the trained VAE (checkpoint.pt), the way generate.py samples them by
+default (a 3,000-frame trajectory), against the held-out test split of any data folder, and
+draws pose_plot.png: stick figures of real test legs beside sampled ones, side view, on our rig
+(poses of PASyn's convention are converted first, pasyn/angles.py), so a glance shows whether
+the legs look right. --poses FILE scores a pose file instead (e.g. ../blender/my_vae_poses.npy,
+in the convention its sidecar .json names).
 
-Figures, all on rotation-matrix features (12 joints x 3x3 = 108 numbers per pose, so angle
-wraps cost nothing):
-  precision  share of sampled poses inside the real poses' k-NN manifold (Kynkaenniemi et al.
-             2019: the union of balls around each real pose reaching its k-th nearest real
-             neighbour): are samples realistic?
-  recall     share of real test poses inside the sampled poses' k-NN manifold: is the variety
-             covered?
-  near-copies share of sampled poses whose nearest training pose is within --copy_deg RMS
-             rotation error per joint: is the model replaying its training set?
-  out of coverage share of (sample, joint) bone directions (armature space, as Blender poses
-             them) farther than --coverage_deg from every training direction of that joint.
+Figures, all on rotation-matrix features of the data's own convention (12 joints x 3x3 = 108
+numbers per pose, so angle wraps cost nothing):
+  precision   share of sampled poses inside the real test poses' k-NN manifold (Kynkaenniemi
+              et al. 2019: the union of balls around each real pose reaching its k-th nearest
+              real neighbour): are samples realistic?
+  recall      share of real test poses inside the sampled poses' k-NN manifold: is the variety
+              covered?
+  near-copies share of sampled poses whose nearest training pose is within --copy_deg mean
+              rotation error per joint: is the model replaying its training set?
+  legs hanging share of sampled poses whose four legs hang as a zebra's do, seen from the side
+              (pasyn.angles.legs_hanging, on our rig).
 The same figures for the validation split (real poses from other clips) are printed as the
 ceiling a perfect generator would reach.
 """
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pasyn.angles import LEG_CHAINS, chain_directions_from_pose, matrix_from_euler  # noqa: E402
-from pasyn.files import VAE_CHECKPOINT, VAE_DATA, UserError, atomic_path, run_main  # noqa: E402
-from pasyn.rig import REST_BONES, bone_length, rest_direction  # noqa: E402
-from vae_io import load_model, load_pose_file  # noqa: E402
+from pasyn.angles import (LEG_CHAINS, N_POSE, legs_hanging, leg_points, matrix_from_euler,  # noqa: E402
+                          pose_file_convention, to_ours)
+from pasyn.files import VAE_CHECKPOINT, VAE_DATA, UserError, atomic_path, load_array, run_main  # noqa: E402
+from pasyn.rig import REST_BONES  # noqa: E402
+from vae_io import load_model, load_pose_splits  # noqa: E402
+
+SEED_MAX = 2 ** 32 - 1
 
 
 def rotation_features(poses_deg):
-    """(N, 36) degrees -> (N, 108) flattened rotation matrices."""
+    """(N, 3J) degrees -> (N, 9J) flattened rotation matrices."""
     poses = np.asarray(poses_deg, dtype=np.float64)
     return matrix_from_euler(poses.reshape(len(poses), -1, 3)).reshape(len(poses), -1)
 
@@ -61,117 +69,130 @@ def precision_recall(generated, real, k):
     return inside_manifold(generated, real, k), inside_manifold(real, generated, k)
 
 
-def near_copy_share(generated, train, copy_deg, n_joints):
-    """Share of generated poses whose nearest training pose is within copy_deg RMS per joint.
-
-    ||R1 - R2||_F^2 = 8 sin^2(theta/2) per joint, so the chordal distance gives the angle.
-    """
-    nearest = np.min(squared_distances(generated, train), axis=1)
-    rms_deg = np.degrees(2.0 * np.arcsin(np.clip(np.sqrt(nearest / (8.0 * n_joints)), 0.0, 1.0)))
-    return float(np.mean(rms_deg < copy_deg))
+def mean_joint_degrees(F1, F2):
+    """(...) mean rotation angle per joint between rotation features (..., 9J) and (..., 9J)."""
+    R1, R2 = F1.reshape(F1.shape[:-1] + (-1, 3, 3)), F2.reshape(F2.shape[:-1] + (-1, 3, 3))
+    cos = (np.sum(R1 * R2, axis=(-1, -2)) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean(-1)
 
 
-def root_directions():
-    return np.array([rest_direction(root) for root, _ in LEG_CHAINS])
+def nearest_mean_joint_degrees(generated, train, candidates=8):
+    """(N,) for each generated pose, the smallest mean angle per joint to a training pose (its
+    `candidates` nearest in feature space are compared exactly)."""
+    d = squared_distances(generated, train)
+    c = min(candidates, len(train))
+    near = np.argpartition(d, c - 1, axis=1)[:, :c]
+    return mean_joint_degrees(generated[:, None, :], train[near]).min(axis=1)
 
 
-def bone_directions(poses_deg):
-    """(N, 36) degrees -> (N, 12, 3) armature-space bone directions, as Blender poses them."""
-    roots = root_directions()
-    poses = np.asarray(poses_deg, dtype=np.float64)
-    dirs = chain_directions_from_pose(np.broadcast_to(roots, (len(poses), 4, 3)), poses)
-    return dirs.reshape(len(poses), 12, 3)
+def near_copy_share(generated, train, copy_deg):
+    """Share of generated poses within copy_deg mean rotation error per joint of a training pose."""
+    return float(np.mean(nearest_mean_joint_degrees(generated, train) < copy_deg))
 
 
-def out_of_coverage_share(generated_deg, train_deg, coverage_deg):
-    """Share of (pose, joint) directions farther than coverage_deg from all training ones."""
-    gen, train = bone_directions(generated_deg), bone_directions(train_deg)
-    cos_limit = np.cos(np.radians(coverage_deg))
-    outside = [np.max(gen[:, j] @ train[:, j].T, axis=1) < cos_limit for j in range(gen.shape[1])]
-    return float(np.mean(outside))
+def scores(poses, convention, splits, k, copy_deg):
+    """The figures of one set of poses (degrees, in the data's convention)."""
+    precision, recall = precision_recall(rotation_features(poses), rotation_features(splits["test"]), k)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "near_copies": near_copy_share(rotation_features(poses), rotation_features(splits["train"]), copy_deg),
+        "legs_hanging": float(np.mean(legs_hanging(to_ours(poses, convention)))),
+    }
 
 
-def leg_points(pose_deg):
-    """(4, 4, 3) joint positions of the four legs (proximal joint, then each bone's tail)."""
-    dirs = bone_directions(pose_deg[None])[0].reshape(4, 3, 3)
-    points = []
-    for (root, bones), d in zip(LEG_CHAINS, dirs):
-        p = [np.array(REST_BONES[root][1])]
-        for bone, direction in zip(bones, d):
-            p.append(p[-1] + bone_length(bone) * direction)
-        points.append(p)
-    return np.array(points)
-
-
-def plot_poses(path, real, sampled, n=6):
-    """Side view from the zebra's left (head to the right, Z up) of n real and n sampled poses."""
+def plot_poses(path, real, sampled, n=6, title="sampled"):
+    """Side view from the zebra's left (head to the right, Z up) of n real and n sampled poses,
+    both in our convention."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), sharex=True, sharey=True)
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), sharex=True, sharey=True, squeeze=False)
     torso_head, torso_tail = np.array(REST_BONES["torso"][0]), np.array(REST_BONES["torso"][1])
-    for row, (poses, title) in enumerate([(real, "real (test)"), (sampled, "sampled")]):
+    for row, (poses, label) in enumerate([(real, "real (test)"), (sampled, title)]):
         for col in range(n):
             ax = axes[row, col]
             ax.plot([torso_head[1], torso_tail[1]], [torso_head[2], torso_tail[2]], color="0.5", lw=3)
-            for leg, (root, _) in zip(leg_points(poses[col]), LEG_CHAINS):
-                head = REST_BONES[root][0]
-                right = root.endswith(".R")
-                ax.plot([head[1], leg[0, 1]], [head[2], leg[0, 2]], color="0.5", lw=2)
-                ax.plot(leg[:, 1], leg[:, 2], "o-", ms=2, lw=1.5, color="tab:orange" if right else "tab:blue",
-                        alpha=0.7 if right else 1.0)
+            if col < len(poses):
+                for leg, (root, _) in zip(leg_points(poses[col]), LEG_CHAINS):
+                    head = REST_BONES[root][0]
+                    right = root.endswith(".R")
+                    ax.plot([head[1], leg[0, 1]], [head[2], leg[0, 2]], color="0.5", lw=2)
+                    ax.plot(leg[:, 1], leg[:, 2], "o-", ms=2, lw=1.5, color="tab:orange" if right else "tab:blue",
+                            alpha=0.7 if right else 1.0)
             ax.axhline(0.0, color="0.8", lw=0.8)
             ax.set_aspect("equal")
             ax.set_xlim(1.0, -1.0)  # the zebra faces -Y: seen from its left side, head to the right
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
-                ax.set_ylabel(title)
-    fig.suptitle("legs, side view (blue: left, orange: right)")
+                ax.set_ylabel(label)
+    fig.suptitle("legs on our rig, side view (blue: left, orange: right)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Score VAE samples (or a pose file) against a data folder's test poses.")
+    p.add_argument("--checkpoint", type=Path, default=VAE_CHECKPOINT)
+    p.add_argument("--data", "--data_dir", dest="data_dir", type=Path, default=VAE_DATA,
+                   help="folder of {train,val,test}_poses_refine.npz (default: data)")
+    p.add_argument("--convention", choices=["auto", "pasyn2", "pasyn"], default="auto",
+                   help="pose convention of the data folder (default auto, as train.py)")
+    p.add_argument("--poses", type=Path, help="score this pose file (.npy, N x 36) instead of sampling")
+    p.add_argument("--n_samples", type=int, default=3000, help="sampled poses (default: 3000, as generate.py)")
+    p.add_argument("--smoothness", type=float, default=3.0,
+                   help="> 0: a smooth latent trajectory, as generate.py's default (default: 3); 0: independent")
+    p.add_argument("--k", type=int, default=3, help="k of the k-NN manifolds (default: 3)")
+    p.add_argument("--copy_deg", type=float, default=2.0,
+                   help="near-copy threshold, mean rotation error per joint in degrees (default: 2)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds (default: 0)")
+    p.add_argument("--plot", type=Path, default=Path(__file__).resolve().parent / "pose_plot.png")
+    args = p.parse_args(argv)
+    if args.n_samples < 2 or args.k < 1 or not math.isfinite(args.smoothness) or args.smoothness < 0:
+        raise UserError("--n_samples must be >= 2, --k >= 1, --smoothness a finite number >= 0")
+    if not math.isfinite(args.copy_deg) or args.copy_deg < 0:
+        raise UserError(f"--copy_deg must be a finite number >= 0 (got {args.copy_deg})")
+    if any(not 0 <= s <= SEED_MAX for s in args.seeds):
+        raise UserError(f"--seeds must be between 0 and {SEED_MAX}")
+    return args
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Score VAE samples against the held-out test poses.")
-    p.add_argument("--checkpoint", type=Path, default=VAE_CHECKPOINT)
-    p.add_argument("--data_dir", type=Path, default=VAE_DATA)
-    p.add_argument("--n_samples", type=int, default=0, help="sampled poses (default 0: as many as test poses)")
-    p.add_argument("--smoothness", type=float, default=0.0,
-                   help="0: independent samples (default); > 0: a smooth latent trajectory, as generate.py")
-    p.add_argument("--k", type=int, default=5, help="k of the k-NN manifolds (default: 5)")
-    p.add_argument("--copy_deg", type=float, default=1.0,
-                   help="near-copy threshold, RMS rotation error per joint in degrees (default: 1)")
-    p.add_argument("--coverage_deg", type=float, default=5.0,
-                   help="a bone direction farther than this from every training one is out of coverage (default: 5)")
-    p.add_argument("--seed", type=int, default=1, help="sampling seed (default: 1)")
-    p.add_argument("--plot", type=Path, default=Path(__file__).resolve().parent / "pose_plot.png")
-    args = p.parse_args(argv)
-    if args.n_samples < 0 or args.k < 1 or args.smoothness < 0:
-        raise UserError("--n_samples must be >= 0, --k >= 1, --smoothness >= 0")
+    args = parse_args(argv)
+    if args.poses is not None:
+        model = None
+        convention = pose_file_convention(args.poses)
+        given = load_array(args.poses, N_POSE, dtype=np.float64, what="leg poses")
+        splits, data_convention, how = load_pose_splits(args.data_dir, N_POSE, args.convention)
+        sets = {f"{args.poses.name}": given}
+    else:
+        model, _ = load_model(args.checkpoint)
+        convention = model.convention
+        splits, data_convention, how = load_pose_splits(args.data_dir, model.n_leg_joints, args.convention)
+        sets = {f"sampled, seed {s}": model.sample_poses(args.n_samples, seed=s, smoothness=args.smoothness)
+                for s in args.seeds}
+    if convention != data_convention:
+        raise UserError(f"the poses are in the {convention} convention but {args.data_dir} in {data_convention} "
+                        f"({how}); score them against data of their own convention, or pass --convention")
+    sets["validation (ceiling)"] = splits["val"]
 
-    model, _ = load_model(args.checkpoint)
-    n = model.n_leg_joints
-    train, val, test = (load_pose_file(args.data_dir / f"{s}_poses_refine.npz", n) for s in ("train", "val", "test"))
-    sampled = model.sample_poses(args.n_samples or len(test), seed=args.seed, smoothness=args.smoothness)
-
-    results = {}
-    for name, poses in [("sampled", sampled), ("validation (ceiling)", val)]:
-        precision, recall = precision_recall(rotation_features(poses), rotation_features(test), args.k)
-        results[name] = {
-            "precision": precision,
-            "recall": recall,
-            "near_copies": near_copy_share(rotation_features(poses), rotation_features(train), args.copy_deg, n // 3),
-            "out_of_coverage": out_of_coverage_share(poses, train, args.coverage_deg),
-        }
-    print(f"{len(sampled)} sampled vs {len(test)} test poses (k={args.k}; near-copy < {args.copy_deg:g} deg; "
-          f"coverage {args.coverage_deg:g} deg)")
+    results = {name: scores(poses, convention, splits, args.k, args.copy_deg) for name, poses in sets.items()}
+    print(f"{args.data_dir} ({convention}): {len(splits['train'])} train / {len(splits['test'])} test poses; "
+          f"k={args.k}, near-copy < {args.copy_deg:g} deg mean per joint")
     for name, r in results.items():
-        print(f"  {name:21s} precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
-              f"near-copies {100 * r['near_copies']:.1f}%  out of coverage {100 * r['out_of_coverage']:.2f}%")
-    plot_poses(args.plot, test[np.linspace(0, len(test) - 1, 6).astype(int)], sampled[:6])
+        print(f"  {name:22s} precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
+              f"near-copies {100 * r['near_copies']:.1f}%  legs hanging {100 * r['legs_hanging']:.1f}%")
+    test = splits["test"]
+    first = next(iter(sets.values()))
+    plot_poses(args.plot, to_ours(test[np.linspace(0, len(test) - 1, 6).astype(int)], convention),
+               to_ours(first[np.linspace(0, len(first) - 1, 6).astype(int)], convention), title="sampled" if model else args.poses.name)
     print(f"wrote {args.plot}")
     return results
 

@@ -1,8 +1,18 @@
 """cd VAE && python make_pose_data.py
 
 Makes the VAE's prior pose data, data/{train,val,test}_poses_refine.npz (key `poses`, float32
-(N, 39) degrees; columns 0-2 the root, here zeros; then 12 leg joints x (x, y, z) in SPEC's
-convention), from a quadruped locomotion model posed on the zebra rig of pasyn/rig.py.
+(N, 39) degrees; columns 0-2 the root, here zeros; then 12 leg joints x (x, y, z) in our
+convention, "pasyn2", see pasyn/angles.py; key `convention` names it), from a quadruped
+locomotion model posed on the zebra rig of pasyn/rig.py.
+
+Stand-ins for testing the VAE on data of another character (not committed; any --out_dir):
+  --convention pasyn   a wide, noisy stand-in of PASyn's published pose files: the same gait
+                       model written in PASyn's convention (x = average pose + each bone's turn),
+                       widened by per-clip body, leg and joint offsets, fitting noise and a few
+                       outliers (x spreads 16-27 deg per joint), with 10-30 deg of y and z that
+                       follow the flexion (measured on another armature; PASyn's convention
+                       ignores them); float64 and only the key `poses`, as PASyn's files;
+  --clips 250 32 96 --seed 1   a small set (1,000 training rows).
 
 No animal motion data can be downloaded here, so the poses come from a small gait model:
   - clips of walk, trot, canter, gallop (either lead), standing (square or resting a hind leg,
@@ -55,7 +65,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pasyn.angles import LEG_CHAINS, N_RAW_COLUMNS, pose_from_chain_directions, wrap_degrees  # noqa: E402
+from pasyn.angles import (CONVENTIONS, LEG_CHAINS, N_RAW_COLUMNS, OURS, PASYN, PASYN_AVERAGE_X,  # noqa: E402
+                          pose_from_chain_directions, wrap_degrees)
 from pasyn.files import VAE_DATA, UserError, atomic_path, run_main  # noqa: E402
 from pasyn.rig import bone_length, rest_direction  # noqa: E402
 
@@ -275,12 +286,48 @@ def bone_directions(angles, lateral, rest_bones):
     return np.einsum("tlkij,lkj->tlki", R, rest_bones)
 
 
-def make_clip(kind, rng, n_frames, roots, rest_bones, lengths):
+# The PASyn-style stand-in: its offsets and noise on x (degrees of each bone's turn).
+PASYN_BODY_TILT = 8.0      # per clip, all legs together (the body pitched, as on a slope)
+PASYN_LEG_TILT = 6.0       # per clip and leg, its three bones together (a limb fitted off-axis)
+PASYN_JOINT_OFFSET = 4.0   # per clip and joint (another individual's, another armature's build)
+PASYN_FIT_NOISE = 4.0      # per frame and angle, y and z too
+PASYN_OUTLIERS = 0.01      # share of (frame, joint)s badly fitted: +-15 deg more
+PASYN_YZ_CLIP_OFFSET = 4.0  # y, z: per clip and joint
+PASYN_CROSS_TALK = (0.4, 1.0)  # y, z: |degrees per degree of the bone's turn|, drawn per data set and joint
+
+
+def pasyn_style_clip(angles, rng, yz_mean, cross_talk):
+    """(T, 36) PASyn-convention poses of one clip from the gait model's joint angles (T, 4, 3).
+
+    PASyn's x is each bone's turn from rest plus its average-pose angle (pasyn/angles.py), so
+    the cumulative sagittal angles of the gait model are exactly that turn. Tilting a whole leg
+    (or body) keeps the leg straight, so the clip offsets widen the data without folding legs.
+    y and z come from measuring on another armature, whose bone axes are tilted against the
+    plane the legs swing in: they follow the turn (cross-talk, partly non-linear), plus a
+    per-clip offset and the fitting noise.
+    """
+    T = len(angles)
+    tilt = rng.normal(0.0, PASYN_BODY_TILT) + np.repeat(rng.normal(0.0, PASYN_LEG_TILT, 4), 3)
+    turn = np.cumsum(angles, axis=-1).reshape(T, 12) + tilt + rng.normal(0.0, PASYN_JOINT_OFFSET, 12)
+    x = PASYN_AVERAGE_X + turn
+    yz = [mean + gain * turn + 0.01 * np.abs(gain) * turn ** 2 + rng.normal(0.0, PASYN_YZ_CLIP_OFFSET, 12)
+          for mean, gain in zip(yz_mean, cross_talk)]
+    pose = np.stack([x, yz[0], yz[1]], axis=-1)
+    pose = pose + rng.normal(0.0, PASYN_FIT_NOISE, pose.shape)
+    bad = rng.random((T, 12)) < PASYN_OUTLIERS
+    pose[..., 0] += np.where(bad, rng.choice([-15.0, 15.0], (T, 12)), 0.0)
+    return wrap_degrees(pose.reshape(T, 36))
+
+
+def make_clip(kind, rng, n_frames, roots, rest_bones, lengths, pasyn_yz=None):
     ind = draw_individual(rng)
     plan = clip_plan(kind, ind, lengths, rng, n_frames)
     angles, lateral = joint_angles(plan, ind, rng)
-    dirs = bone_directions(angles, lateral, rest_bones)
-    poses = pose_from_chain_directions(np.broadcast_to(roots, dirs.shape[:-2] + (3,)), dirs)
+    if pasyn_yz is not None:
+        poses = pasyn_style_clip(angles, rng, *pasyn_yz)
+    else:
+        dirs = bone_directions(angles, lateral, rest_bones)
+        poses = pose_from_chain_directions(np.broadcast_to(roots, dirs.shape[:-2] + (3,)), dirs)
     return np.concatenate([np.zeros((n_frames, N_RAW_COLUMNS - poses.shape[-1])), poses], axis=1)
 
 
@@ -290,28 +337,46 @@ def clip_kinds(n_clips):
     return [cycle[(i * 7) % len(cycle)] for i in range(n_clips)]
 
 
-def make_split(seed, split_index, n_clips, n_frames):
-    """(n_clips * n_frames, 39) float32 poses of one split; its own random stream."""
+def pasyn_yz_statistics(seed):
+    """Per-joint mean and cross-talk gain of y and z for the PASyn-style stand-in, one draw per
+    data set (its armature), so every split and seed of one set shares them."""
+    rng = np.random.default_rng(99)
+    gain = rng.uniform(*PASYN_CROSS_TALK, (2, 12)) * rng.choice([-1.0, 1.0], (2, 12))
+    return rng.normal(0.0, 6.0, (2, 12)), gain
+
+
+def make_split(seed, split_index, n_clips, n_frames, convention=OURS):
+    """(n_clips * n_frames, 39) poses of one split; its own random stream.
+
+    Ours: float32 like the committed files; PASyn's: float64 like PASyn's files.
+    """
     roots, rest_bones = leg_rest_directions()
     lengths = leg_lengths()
+    pasyn_yz = pasyn_yz_statistics(seed) if convention == PASYN else None
     clips = []
     for i, kind in enumerate(clip_kinds(n_clips)):
         rng = np.random.default_rng([seed, split_index, i])
-        clips.append(make_clip(kind, rng, n_frames, roots, rest_bones, lengths))
+        clips.append(make_clip(kind, rng, n_frames, roots, rest_bones, lengths, pasyn_yz))
     poses = np.concatenate(clips)
     # Rounding makes the bytes independent of last-ulp differences between maths libraries.
-    return wrap_degrees(np.round(poses, 4)).astype(np.float32)
+    poses = wrap_degrees(np.round(poses, 4))
+    return poses if convention == PASYN else poses.astype(np.float32)
 
 
-def save_npz_reproducible(path, poses):
-    """Like np.savez_compressed with key `poses`, but with a fixed zip date so the bytes repeat."""
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, poses, allow_pickle=False)
+def save_npz_reproducible(path, poses, convention=None):
+    """Like np.savez_compressed with key `poses` (and `convention` when given: a tagged file),
+    but with a fixed zip date so the bytes repeat."""
+    arrays = {"poses": poses}
+    if convention is not None:
+        arrays["convention"] = np.array(convention)
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            info = zipfile.ZipInfo("poses.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, buf.getvalue())
+            for key, array in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, array, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, buf.getvalue())
 
 
 SPLITS = ("train", "val", "test")
@@ -325,14 +390,19 @@ def main(argv=None):
                         help="clips per split (default: 1280 128 384)")
     parser.add_argument("--frames_per_clip", type=int, default=4, help=f"frames per clip at {FPS:g} fps (default: 4)")
     parser.add_argument("--out_dir", type=Path, default=VAE_DATA)
+    parser.add_argument("--convention", choices=CONVENTIONS, default=OURS,
+                        help=f"{OURS} (default): our convention, tagged; {PASYN}: a wide, noisy stand-in "
+                             "of PASyn's published files, in PASyn's convention and untagged like them")
     args = parser.parse_args(argv)
     if min(args.clips) < 1 or args.frames_per_clip < 1:
         raise UserError("--clips and --frames_per_clip must be at least 1")
+    if not 0 <= args.seed < 2 ** 32:
+        raise UserError(f"--seed must be between 0 and 2^32-1 (got {args.seed})")
 
     for index, (split, n_clips) in enumerate(zip(SPLITS, args.clips)):
-        poses = make_split(args.seed, index, n_clips, args.frames_per_clip)
+        poses = make_split(args.seed, index, n_clips, args.frames_per_clip, args.convention)
         path = args.out_dir / f"{split}_poses_refine.npz"
-        save_npz_reproducible(path, poses)
+        save_npz_reproducible(path, poses, OURS if args.convention == OURS else None)
         print(f"{path}: {poses.shape[0]} poses from {n_clips} clips, range [{poses[:, 3:].min():.1f}, "
               f"{poses[:, 3:].max():.1f}] deg")
 

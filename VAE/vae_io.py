@@ -11,34 +11,84 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.angles import CONVENTIONS, N_POSE, guess_convention  # noqa: E402
 from pasyn.files import MADE_BY, UserError, atomic_path, check_rows, require_file  # noqa: E402
 from vposer import VPoser  # noqa: E402
 
 MAKE_DATA = "cd VAE && python make_pose_data.py"
 N_ROOT_COLUMNS = 3  # the .npz rows start with the root's 3 angles, which the VAE ignores
+SPLITS = ("train", "val", "test")
 
 
-def load_pose_file(path, n_leg_joints):
-    """(N, n_leg_joints) float64 leg angles from a *_poses_refine.npz (key `poses`, N x (3 + n)).
-
-    The original PASyn files have this format and load unchanged.
-    """
+def read_pose_file(path, n_leg_joints):
+    """(poses (N, n_leg_joints) float64, convention tag or None) from a *_poses_refine.npz:
+    key `poses`, N x (3 + n), and optionally `convention` (our files carry it; the original
+    PASyn files hold only `poses` and load unchanged)."""
     path = require_file(path, MAKE_DATA)
     try:
         with np.load(path, allow_pickle=False) as f:
             if "poses" not in f.files:
                 raise UserError(f"{path} has no array 'poses' (keys: {', '.join(f.files) or 'none'})")
-            poses = np.asarray(f["poses"], dtype=np.float64)
+            raw = f["poses"]
+            tag = str(f["convention"]) if "convention" in f.files else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+        raise UserError(f"cannot read {path}: {e}".splitlines()[0]) from None
+    if raw.dtype.kind not in "fiu":
+        raise UserError(f"{path}: 'poses' holds {raw.dtype} values, expected numbers (degrees)")
+    poses = raw.astype(np.float64)
     check_rows(poses, path, N_ROOT_COLUMNS + n_leg_joints,
                f"({N_ROOT_COLUMNS} root angles + {n_leg_joints} leg angles, --n_leg_joints)")
-    return poses[:, N_ROOT_COLUMNS:]
+    if tag is not None and tag not in CONVENTIONS:
+        raise UserError(f"{path} says its convention is {tag!r}; known: {', '.join(CONVENTIONS)}")
+    return poses[:, N_ROOT_COLUMNS:], tag
+
+
+def load_pose_file(path, n_leg_joints):
+    """(N, n_leg_joints) float64 leg angles of a *_poses_refine.npz (see read_pose_file)."""
+    return read_pose_file(path, n_leg_joints)[0]
+
+
+def load_pose_splits(data_dir, n_leg_joints, convention="auto"):
+    """({split: poses}, convention, how it was decided) for data_dir/{train,val,test}_poses_refine.npz.
+
+    The convention is the --convention flag if given, else the files' tag, else the one whose
+    rest pose the training poses' medians are nearest to (pasyn.angles.guess_convention).
+    """
+    read = {s: read_pose_file(Path(data_dir) / f"{s}_poses_refine.npz", n_leg_joints) for s in SPLITS}
+    data = {s: poses for s, (poses, _) in read.items()}
+    tags = {tag for _, tag in read.values() if tag is not None}
+    if convention != "auto":
+        return data, convention, "--convention"
+    if len(tags) > 1:
+        raise UserError(f"{data_dir}: the splits are tagged with different conventions ({', '.join(sorted(tags))}); "
+                        "remake them, or pick one with --convention")
+    if tags:
+        return data, tags.pop(), "tagged in the files"
+    if n_leg_joints != N_POSE:
+        return data, CONVENTIONS[0], f"untagged, {n_leg_joints} angles: taken as ours"
+    guess, distances = guess_convention(data["train"])
+    how = "untagged; median x angles " + ", ".join(f"{d:.0f} deg from {c}'s rest pose" for c, d in distances.items())
+    return data, guess, how
+
+
+def check_writable(path):
+    """One line now, before any work, if a file cannot be written at `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path.parent / f".{path.name}.probe") as tmp:
+            tmp.write_bytes(b"0" * 4096)
+        (path.parent / f".{path.name}.probe").unlink()
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def save_checkpoint(path, checkpoint):
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+    except OSError as e:  # read-only or full folder: the old checkpoint is still whole
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def read_checkpoint(path):
@@ -67,5 +117,11 @@ def model_from_checkpoint(ckpt, path):
 
 
 def load_model(path):
+    """(model, checkpoint); one line if the weights hold NaN/inf (a diverged run)."""
     ckpt = read_checkpoint(path)
-    return model_from_checkpoint(ckpt, path), ckpt
+    model = model_from_checkpoint(ckpt, path)
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{path} holds NaN/inf weights ({bad[0]}): training diverged; retrain with "
+                        "cd VAE && python train.py --restart (a smaller --lr)")
+    return model, ckpt
