@@ -9,24 +9,44 @@ Reads my_vae_poses.npy (N, 36). Writes ../style_transfer/data/synthetic_images/z
 with the seed and flags in its "info". Every frame's randomness comes from (seed, frame), so a frame is
 the same whichever process renders it. --frame_start/--frame_end render one range (a shard): its labels
 go to shards/, `python merge_shards.py` joins the shards, and re-running a range skips finished frames.
+
+Scene variety (blender/scene.py): every zebra wears its own coat; --herd, --occluder_prob and
+--truncation_prob add zebras, grass/bushes/rocks in front and frames that cut the herd; every
+annotation carries its zebra's visible pixels (COCO RLE `segmentation`, with `bbox` and `area` from
+it); and each frame's ground shadow goes to ../style_transfer/data/synthetic_shadows/ (8-bit grey PNG).
+
+Images and labels always belong together (pasyn/manifest.py): the labels carry the job id and each
+frame's PNG checksum, and render_manifest.json is written last. Running again with the same flags
+resumes; with other flags, seed, poses, .blend or Blender it is another job, which starts clean (the
+old job's labels and frames are removed first, with one line saying so). Ctrl-C or SIGTERM stops
+after the frame being rendered, keeps the finished frames and their labels, and exits 130.
 """
 import argparse
 import contextlib
 import hashlib
+import json
 import math
 import os
+import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
-import numpy as np
+EARLY_SIGNALS = []  # Ctrl-C / SIGTERM while bpy loads: remembered, and the run stops before its first frame
+if __name__ == "__main__":
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, lambda signum, frame: EARLY_SIGNALS.append(signum))
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pasyn import shards  # noqa: E402
-from pasyn.coco import bbox_from_alpha  # noqa: E402
+from pasyn import manifest, shards  # noqa: E402
+from pasyn.coco import bbox_from_alpha, rle_encode, zebra_fields  # noqa: E402
 from pasyn.angles import LEG_CHAINS, N_POSE, chain_directions_from_pose, matrix_from_euler, rotation_between  # noqa: E402
-from pasyn.files import BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, UserError, load_array, run_main  # noqa: E402
+from pasyn.angles import OURS, pose_file_convention, sidecar_path, to_ours  # noqa: E402
+from pasyn.files import BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, Stopped, UserError, load_array, run_main, shadow_dir_for  # noqa: E402
 from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, KEYPOINTS, REST_BONES, keypoint_position  # noqa: E402
 
 import bpy  # noqa: E402
@@ -34,6 +54,11 @@ from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
 from mathutils import Matrix, Vector  # noqa: E402
 from mathutils.bvhtree import BVHTree  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # blender/scene.py, also from Blender's own Python
+import scene as variety  # noqa: E402
+
+# --- label settings: they shape the images and labels, so they are part of the job (a change is
+# another job, which starts clean instead of resuming or merging with frames made before it) ---
 # Natural ranges of the body, degrees, as (x, y, z) = (pitch, roll, sideways) rotations in the
 # armature's axes (the zebra faces -Y, its left is +X): positive x lowers the neck and head and
 # swings the tail back; y swings the tail sideways.
@@ -44,10 +69,14 @@ BODY_RANGES = {
     "head": ((-20, 20), (0, 0), (-10, 10)),
     "tail": ((-10, 40), (-30, 30), (0, 0)),
 }
+HIDDEN_DEPTH = 0.15        # how deep under the surface the ray enters (x torso length) a joint may lie and count visible
 FIT_MARGIN = 0.05          # the tightest camera distance leaves 5% of the frame free on each side
+# --- end of the label settings ---
 SAVE_EVERY_S = 10.0        # how often an unfinished shard's labels are saved (resume point)
 SHARD_DIR_NAME = "shards"
-HIDDEN_DEPTH = 0.15        # how deep under the surface the ray enters (x torso length) a joint may lie and count visible
+MAX_SEED = 2**32 - 1
+# Flags that choose where files go or which frames this process renders, not what a frame looks like.
+NOT_IN_JOB = {"frame_start", "frame_end", "poses", "blend", "image_dir", "label_dir", "shadow_dir"}
 
 
 def parse_args(argv):
@@ -72,14 +101,44 @@ def parse_args(argv):
     p.add_argument("--ambient_range", type=float, nargs=2, default=[0.2, 0.8], help="world light strength")
     p.add_argument("--frame_start", type=int, default=0, help="first frame to render (default 0)")
     p.add_argument("--frame_end", type=int, default=None, help="frame after the last one (default n_frames)")
-    p.add_argument("--poses", type=Path, default=POSES_NPY, help="leg poses (N, 36)")
+    p.add_argument("--poses", type=Path, default=POSES_NPY, help="leg poses (N, 36); their convention is read from the .json beside them (none: ours)")
     p.add_argument("--blend", type=Path, default=None, help="zebra .blend (default: the open one, else custom_zebra.blend)")
     p.add_argument("--image_dir", type=Path, default=SYNTH_DIR, help="where the PNGs go")
     p.add_argument("--label_dir", type=Path, default=GT_NPY.parent, help="where the .npy/.json labels go")
+    add_scene_flags(p)
     return p.parse_args(argv)
 
 
+def add_scene_flags(p):
+    """Scene variety (blender/scene.py): herds, occluders, cut zebras, and where the shadows go."""
+    p.add_argument("--herd", type=int, default=1,
+                   help="up to this many zebras per frame, each posed from its own row of --poses (default 1)")
+    p.add_argument("--occluder_prob", type=float, default=0.3,
+                   help="share of frames with grass, bushes or rocks in front of a zebra (default 0.3)")
+    p.add_argument("--truncation_prob", type=float, default=0.1,
+                   help="share of frames whose edge cuts the zebras (default 0.1)")
+    p.add_argument("--shadow_dir", type=Path, default=None,
+                   help="where each frame's ground shadow (8-bit grey PNG) goes (default: "
+                        "style_transfer/data/synthetic_shadows, or <image_dir>_shadows beside another --image_dir)")
+
+
+def check_scene_flags(args):
+    if not 1 <= args.herd <= 8:
+        raise UserError(f"--herd must be between 1 and 8, got {args.herd}")
+    for name in ("occluder_prob", "truncation_prob"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
+    if args.shadow_dir is None:
+        args.shadow_dir = shadow_dir_for(args.image_dir)
+
+
 def check_flags(args):
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    for name, value in vars(args).items():  # NaN passes every comparison below: refuse it first
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UserError(f"--{name} must be a finite number, got {' '.join(map(str, values))}")
     if args.n_frames < 1:
         raise UserError(f"--n_frames must be at least 1, got {args.n_frames}")
     for name in ("height", "width"):
@@ -101,15 +160,25 @@ def check_flags(args):
         raise UserError("--elevation_range must lie within -80..80 degrees")
     if args.zoom_range[0] <= 0 or min(args.sun_strength_range + args.ambient_range) < 0:
         raise UserError("--zoom_range must be positive, light strengths not negative")
+    check_scene_flags(args)
 
 
 def load_poses(args):
     poses = load_array(args.poses, N_POSE, what="leg poses (12 joints x 3 angles, degrees)")
-    if len(poses) < args.n_frames:
-        raise UserError(f"{args.poses} holds {len(poses)} poses but --n_frames={args.n_frames}: "
-                        f"generate more (cd VAE && python generate.py --n_frames={args.n_frames}) "
+    # The sidecar .json that step 2 writes names the poses' convention; PASyn's is converted
+    # to ours (pasyn/angles.py), so PASyn-trained poses bend our legs as PASyn's renderer did.
+    convention = pose_file_convention(args.poses)
+    if convention != OURS:
+        print(f"{args.poses.name}: poses in the {convention} convention ({sidecar_path(args.poses).name}); "
+              "converting them to our rig")
+        poses = to_ours(poses, convention).astype(np.float32)
+    need = args.n_frames * args.herd  # a herd poses each member from its own row
+    if len(poses) < need:
+        raise UserError(f"{args.poses} holds {len(poses)} poses but --n_frames={args.n_frames}"
+                        f"{f' x --herd={args.herd}' if args.herd > 1 else ''} needs {need}: "
+                        f"generate more (cd VAE && python generate.py --n_frames={need}) "
                         f"or ask for fewer frames; rows are never reused")
-    return poses[:args.n_frames]
+    return poses[:need]
 
 
 def sha1_of(data):
@@ -117,10 +186,13 @@ def sha1_of(data):
 
 
 def job_description(args, poses, blend_path):
-    """What must match for shards to merge and a re-run to reuse finished frames."""
-    flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-             if k not in ("frame_start", "frame_end", "poses", "blend", "image_dir", "label_dir")}
-    return {**flags, "poses_sha1": sha1_of(poses.tobytes()), "blend_sha1": sha1_of(Path(blend_path).read_bytes())}
+    """What must match for shards to merge and a re-run to reuse finished frames: everything that
+    shapes a frame or its labels (as it reads back from JSON, so stored and fresh ones compare equal)."""
+    flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in NOT_IN_JOB}
+    labels = {"body_ranges": BODY_RANGES, "hidden_depth": HIDDEN_DEPTH, "fit_margin": FIT_MARGIN}
+    return manifest.canonical({**flags, **labels, "poses_sha1": sha1_of(poses.tobytes()),
+                               "blend_sha1": sha1_of(Path(blend_path).read_bytes()),
+                               "blender": bpy.app.version_string})
 
 
 # --- the scene -------------------------------------------------------------------------------
@@ -142,7 +214,8 @@ def load_rig(scene):
     """The armature, its rest matrices in parents-first order, the skinned meshes and the camera."""
     arm = scene.objects.get(ARMATURE_NAME)
     if arm is None or arm.type != "ARMATURE":
-        raise UserError(f"{bpy.data.filepath} has no armature object '{ARMATURE_NAME}' (the zebra rig of SPEC.md)")
+        raise UserError(f"{bpy.data.filepath} has no armature object '{ARMATURE_NAME}' "
+                        f"(the zebra rig that build_zebra.py makes, see docs/conventions.md)")
     missing = [b for b in REST_BONES if b not in arm.data.bones]
     if missing:
         raise UserError(f"armature '{ARMATURE_NAME}' lacks the bones {', '.join(missing)}")
@@ -164,6 +237,15 @@ def load_rig(scene):
     }
 
 
+def render_threads():
+    """The CPUs this job may use: SLURM's allotment (SLURM_CPUS_PER_TASK), else this process's CPU
+    affinity, never every core of a shared node."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def setup_render(scene, args):
     """Cycles on the CPU, tuned for many tiny frames: few samples, no denoise, data kept between frames."""
     r = scene.render
@@ -174,8 +256,12 @@ def setup_render(scene, args):
     r.use_persistent_data = True   # keeps Cycles' scene between frames: only the pose changes
     r.use_compositing = r.use_sequencer = False
     r.use_file_extension = False
+    for prop in r.bl_rna.properties:  # no date, render time or .blend path in the PNGs: same seed, same bytes
+        if prop.identifier.startswith("use_stamp"):
+            setattr(r, prop.identifier, False)
     r.image_settings.file_format, r.image_settings.color_mode, r.image_settings.color_depth = "PNG", "RGBA", "8"
-    r.threads_mode, r.threads = "FIXED", os.cpu_count() or 1
+    r.threads_mode, r.threads = "FIXED", render_threads()
+    print(f"Cycles: {r.threads} CPU threads", flush=True)
     c = scene.cycles
     c.device, c.samples, c.use_adaptive_sampling = "CPU", args.samples, False
     c.max_bounces = args.max_bounces
@@ -234,7 +320,7 @@ def posed_matrices(rig, pose, body):
     """Armature-space pose matrix of every bone (numpy forward kinematics, parents first).
 
     A bone is carried rigidly by its parent; body bones add their own small rotation; each leg
-    bone is turned (shortest arc from rest) so its direction is SPEC's target for the pose triples.
+    bone is turned (shortest arc from rest) so its direction is the pose triples' target (docs/conventions.md).
     """
     posed, legs = {}, None
     for name in rig["order"]:
@@ -256,7 +342,7 @@ LEG_INDEX = {bone: k for k, bone in enumerate(LEG_BONES)}
 
 
 def leg_rotations(rig, posed, pose):
-    """Armature-space rotations of the 12 leg bones: SPEC's target directions, reached by the shortest arc from rest."""
+    """Armature-space rotations of the 12 leg bones: the pose's target directions, reached by the shortest arc from rest."""
     root_dirs = np.stack([posed[root][:3, 1] for root, _ in LEG_CHAINS])  # a bone points along its Y axis
     targets = chain_directions_from_pose(root_dirs, pose).reshape(12, 3)
     rest = np.stack([rig["rest"][b][:3, :3] for b in LEG_BONES])
@@ -354,6 +440,7 @@ def place_lights(sun, ambient, params):
     sun.data.energy = params["sun_strength"]
     if ambient is not None:
         ambient.default_value = params["ambient"]
+    return np.array(towards_sun)
 
 
 def project(scene, cam, points, width, height):
@@ -387,8 +474,9 @@ def first_hit(trees, origin, direction, max_dist):
     return best
 
 
-def visibility(trees, cam_pos, points, inside, body_size):
-    """COCO v per joint: 0 outside the frame, 1 hidden by the body, 2 visible.
+def visibility(trees, cam_pos, points, inside, body_size, others=()):
+    """COCO v per joint: 0 outside the frame, 1 hidden by the body (or by anything in `others`:
+    other zebras, occluders, whose surfaces cannot lie between the joint and its own skin), 2 visible.
 
     Joints lie inside the mesh, so every ray to them crosses some surface. A joint is hidden only
     when the ray meets the body clearly before the joint: more than HIDDEN_DEPTH torso lengths
@@ -402,7 +490,8 @@ def visibility(trees, cam_pos, points, inside, body_size):
             continue
         ray = p - cam_pos
         dist = float(np.linalg.norm(ray))
-        hidden = first_hit(trees, cam_pos, ray / dist, dist) < dist - HIDDEN_DEPTH * body_size
+        hidden = first_hit(trees, cam_pos, ray / dist, dist) < dist - HIDDEN_DEPTH * body_size or (
+            bool(others) and first_hit(others, cam_pos, ray / dist, dist) < dist)
         vis[k] = 1 if hidden else 2
     return vis
 
@@ -420,6 +509,31 @@ def quiet_stdout():
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
+
+
+def strip_png_text(path):
+    """Drop the PNG's text and time chunks: Cycles stores its render time there even with every stamp
+    field off, and the same seed must give the same bytes. The pixels are untouched."""
+    data = Path(path).read_bytes()
+    out, pos = [data[:8]], 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length  # length, type, data, CRC
+        if data[pos + 4:pos + 8] not in (b"tEXt", b"zTXt", b"iTXt", b"tIME"):
+            out.append(data[pos:end])
+        pos = end
+    Path(path).write_bytes(b"".join(out))
+
+
+def read_written_alpha(path, width, height):
+    """Alpha of the PNG Blender just wrote; one line when it could not write it (a full disk, a read-only folder)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise UserError(f"Blender could not write {path.parent / path.name.lstrip('.').replace('.tmp', '')}: "
+                        f"is the folder writable, with free space?")
+    try:
+        return read_alpha(path, width, height)
+    except (RuntimeError, ValueError):  # bpy cannot read it back: written only in part
+        raise UserError(f"Blender wrote {path} only in part: is there free space in {path.parent}?") from None
 
 
 def read_alpha(path, width, height):
@@ -459,31 +573,134 @@ class Progress:
 
 
 def open_shard(path, args, info):
-    """This range's label record: resumed when it is the same job, else new."""
+    """This range's label record: resumed when it is the same job, else new (the caller clears the old job)."""
     if path.exists():
-        old = shards.load_shard(path)
+        try:
+            old = shards.load_shard(path)
+        except UserError:  # truncated, or written by an older version: its frames are rendered again
+            return shards.new_shard(args.frame_start, args.frame_end, info)
         if old["info"]["job"] == info["job"]:
             return old
-        print(f"note: {path} came from other flags, seed, poses or .blend: starting this range afresh", file=sys.stderr)
     return shards.new_shard(args.frame_start, args.frame_end, info)
 
 
-def render_frame(scene, rig, sun, ambient, tangents, args, i, pose, shard, timing):
-    """Pose, frame, label, render and write frame i; its labels go into the shard."""
+def finished_frames(shard, args):
+    """Names of the frames of this range that the shard records as done and that are on disk unchanged
+    (the render and its shadow)."""
+    unchanged = lambda path, sha1: path.is_file() and manifest.file_sha1(path) == sha1
+    out = set()
+    for i in range(args.frame_start, args.frame_end):
+        k, name = i - args.frame_start, shards.image_name(i, args.n_frames)
+        if shard["done"][k] and unchanged(args.image_dir / name, shard["sha1"][k]) and (
+                not shard["shadow_sha1"][k] or unchanged(args.shadow_dir / name, shard["shadow_sha1"][k])):
+            out.add(name)
+    return out
+
+
+def start_clean(args, info, keep):
+    """Remove what another job left: its labels (manifest first) and, in a whole run, every step 3
+    frame not in `keep`; a range leaves other ranges' frames to their own runs and to merge_shards.py.
+    Says so in one line."""
+    old = manifest.read_manifest(args.label_dir, missing_ok=True, quiet=True)
+    labels_of_other_job = old is not None and old.get("job_id") != info["job_id"] or (
+        old is None and any(p.exists() for p in manifest.label_paths(args.label_dir)))
+    if labels_of_other_job:
+        manifest.remove_label_set(args.label_dir)
+    whole = args.frame_start == 0 and args.frame_end == args.n_frames
+    in_range = {shards.image_name(i, args.n_frames) for i in range(args.frame_start, args.frame_end)}
+    stale = [p for folder in (args.image_dir, args.shadow_dir) for p in shards.stale_frames(folder, keep)
+             if whole or p.name in in_range]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if labels_of_other_job or stale:
+        what = " and ".join(filter(None, [
+            f"the labels of job {old['job_id']} from {args.label_dir}" if old else
+            f"labels without a manifest from {args.label_dir}" if labels_of_other_job else "",
+            f"{sum(p.parent == args.image_dir for p in stale)} frames of another job from {args.image_dir} "
+            f"(and their shadows)" if stale else ""]))
+        print(f"starting job {info['job_id']} clean: removed {what}", file=sys.stderr, flush=True)
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM only set a flag, checked between frames: Cycles catches a KeyboardInterrupt
+    raised during a render and renders on. A second Ctrl-C stops at once (the finished frames' labels
+    are still saved)."""
+
+    def __init__(self):
+        self.signal = signal.Signals(EARLY_SIGNALS[0]).name if EARLY_SIGNALS else None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        sys.stderr.write(f"\n{self.signal}: stopping after this frame (Ctrl-C again to stop now)\n")
+
+
+def pose_herd(stage, args, i, look, rig, heading):
+    """Pose the frame's other zebras, each from its own pose row, and give every zebra its coat;
+    returns [(zebra, pose row, heading, coat seed)], the first zebra first."""
+    rows = variety.herd_rows(args.n_frames, args.herd, i)
+    out = [(rig, i, heading, variety.coat_seed(args.seed, i, 0))]
+    for k, member in enumerate(stage.members[:look["n_zebras"] - 1]):
+        body = variety.body_params(look["rng"], BODY_RANGES)
+        own = heading + look["headings"][k + 1]
+        apply_pose(member, stage.poses[rows[k]], body, own)
+        out.append((member, rows[k], own, variety.coat_seed(args.seed, i, k + 1)))
+    for zebra, _, _, coat in out:
+        variety.wear_coat(zebra["meshes"], variety.coat_params(coat))
+    return out
+
+
+def place_herd(stage, look, herd, verts, depsgraph):
+    """Stand the herd on the ground around the first zebra, footprints apart. Returns the zebras
+    shown as [(rig, world vertices, pose row, coat seed)] (the first zebra first) and the depsgraph."""
+    first, others = herd[0], herd[1:]
+    zebras = [(first[0], verts, first[1], first[3])]
+    if others:
+        member_verts = [mesh_vertices(m, depsgraph) for m, *_ in others]
+        offsets = variety.place_members(look["rng"], verts, member_verts, [h for _, _, h, _ in herd])
+        placed = [z for z, o in zip(others, offsets) if o is not None]
+        for (m, *_), o in zip(others, offsets):
+            if o is not None:
+                variety.move_zebra(m, o)
+        stage.show([m for m, *_ in placed])
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        zebras += [(m, mesh_vertices(m, depsgraph), row, coat) for m, row, _, coat in placed]
+    else:
+        stage.show([])
+    return zebras, depsgraph
+
+
+def zebra_labels(scene, args, zebras, k, depsgraph, trees, cam_pos):
+    """Zebra k's 19 keypoints (pixels) and COCO visibility: every other zebra and occluder can hide a joint."""
+    z = zebras[k][0]
+    heads, tails = bone_ends(z, depsgraph)
+    points = np.array([keypoint_position(name, heads, tails) for name in KEYPOINTS])
+    xy, inside = project(scene, z["cam"], points, args.width, args.height)
+    body_size = float(np.linalg.norm(heads["torso"] - tails["torso"]))
+    others = [t for j, ts in enumerate(trees) if j != k for t in ts]
+    return xy, visibility(trees[k], cam_pos, points, inside, body_size, others)
+
+
+def render_frame(scene, rig, sun, ambient, tangents, args, i, pose, shard, timing, stage):
+    """Pose, frame, label, render and write frame i (and its ground shadow); its labels go into the shard."""
     t0 = time.perf_counter()
     params = frame_params(args, i)
+    look = variety.scene_params(args, i)  # herd, occluders, cut frame: their own draws, the seed's stay as they were
     apply_pose(rig, pose, params["body"], params["heading"])
-    place_lights(sun, ambient, params)
+    herd = pose_herd(stage, args, i, look, rig, params["heading"])
+    towards_sun = place_lights(sun, ambient, params)
     depsgraph = bpy.context.evaluated_depsgraph_get()  # evaluates the new pose and the deformed mesh
     t1 = time.perf_counter()
     verts = mesh_vertices(rig, depsgraph)
-    cam_pos = place_camera(rig, verts, params, tangents)
+    zebras, depsgraph = place_herd(stage, look, herd, verts, depsgraph)
+    cam_pos = place_camera(rig, np.concatenate([v for _, v, _, _ in zebras]), params, tangents)
+    cam_pos, ground, cut, occluders = stage.frame(look, rig["cam"], [v for _, v, _, _ in zebras], cam_pos)
     t2 = time.perf_counter()
-    heads, tails = bone_ends(rig, depsgraph)
-    points = np.array([keypoint_position(k, heads, tails) for k in KEYPOINTS])
-    xy, inside = project(scene, rig["cam"], points, args.width, args.height)
-    body_size = float(np.linalg.norm(heads["torso"] - tails["torso"]))
-    vis = visibility(body_trees(rig, depsgraph), cam_pos, points, inside, body_size)
+    trees = [body_trees(z, depsgraph) for z, *_ in zebras] + [stage.occluders.trees()]
+    labels = [zebra_labels(scene, args, zebras, k, depsgraph, trees, cam_pos) for k in range(len(zebras))]
     t3 = time.perf_counter()
     final = args.image_dir / shards.image_name(i, args.n_frames)
     tmp = final.with_name(f".{final.stem}.tmp.png")  # renamed when complete: no half-written PNG
@@ -492,20 +709,74 @@ def render_frame(scene, rig, sun, ambient, tangents, args, i, pose, shard, timin
         with quiet_stdout():  # Cycles prints a dozen status lines per frame
             bpy.ops.render.render(write_still=True)
         t4 = time.perf_counter()
-        bbox, area = bbox_from_alpha(read_alpha(tmp, args.width, args.height))
+        alpha = read_written_alpha(tmp, args.width, args.height)
+        strip_png_text(tmp)
+        sha1 = manifest.file_sha1(tmp)
         os.replace(tmp, final)
     finally:  # stopped half-way: leave no temp file behind
         tmp.unlink(missing_ok=True)
-    k = i - shard["start"]
-    shard["gt"][k], shard["vis"][k], shard["bbox"][k], shard["area"][k] = xy.reshape(-1), vis, bbox, area
-    shard["done"][k] = True
     t5 = time.perf_counter()
-    for part, dt in zip(("pose", "camera", "labels", "render", "alpha"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+    surfaces = stage.surfaces([v for _, v, _, _ in zebras])
+    masks = variety.visible_masks(alpha, surfaces, len(zebras), stage.projector)
+    if len(surfaces) > 1:  # with others in the frame, "visible" also means "shows in the image" (one zebra alone: as ever)
+        labels = [(xy, variety.seen_on_mask(xy, vis, mask)) for (xy, vis), mask in zip(labels, masks)]
+    shadow = variety.ground_shadow(surfaces, towards_sun, ground, stage.projector, alpha, n_closed=len(zebras))
+    variety.write_gray_png(args.shadow_dir / final.name, shadow)
+    shadow_sha1 = manifest.file_sha1(args.shadow_dir / final.name)
+    record, (bbox, area) = [], bbox_from_alpha(masks[0])
+    for k, ((_, _, row, coat), (xy, vis), mask) in enumerate(zip(zebras, labels, masks)):
+        extra = {"segmentation": rle_encode(mask), "attributes": {
+            "coat_seed": coat, "pose_row": row, "zebras": len(zebras),
+            "occluders": [o["kind"] for o in occluders], "truncated": cut or ""}}
+        if k > 0:
+            if not mask.any():
+                continue  # wholly hidden behind the others: no annotation
+            extra = {**zebra_fields(xy.reshape(-1), vis, *bbox_from_alpha(mask)), **extra}
+        record.append(extra)
+    k = i - shard["start"]
+    shard["gt"][k], shard["vis"][k], shard["bbox"][k], shard["area"][k] = labels[0][0].reshape(-1), labels[0][1], bbox, area
+    shard["scene"][k] = json.dumps({"zebras": record})
+    shard["sha1"][k], shard["shadow_sha1"][k], shard["done"][k] = sha1, shadow_sha1, True
+    t6 = time.perf_counter()
+    for part, dt in zip(("pose", "camera", "labels", "render", "alpha", "masks"),
+                        (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
         timing[part] = timing.get(part, 0.0) + dt
 
 
+def script_argv():
+    """The flags after `--`. Flags without it are refused: Blender would take them for its own, and
+    `python animation_script.py --n_frames=10` would otherwise render the defaults."""
+    if "--" in sys.argv:
+        return sys.argv[sys.argv.index("--") + 1:]
+    in_blender = Path(sys.argv[0]).resolve() != Path(__file__).resolve()  # pip bpy: argv[0] is this script
+    after_script = sys.argv[sys.argv.index(next(a for a in sys.argv if a.endswith("animation_script.py"))) + 1:] \
+        if any(a.endswith("animation_script.py") for a in sys.argv) else sys.argv[1:]
+    flags = [a for a in after_script if a.startswith("--") or not in_blender]
+    if flags:
+        start = "blender -b custom_zebra.blend --python-exit-code 1 -P animation_script.py" if in_blender \
+            else "python animation_script.py"
+        raise UserError(f"put the script's flags after `--`: {start} -- {' '.join(flags)}")
+    return []
+
+
+def check_writable(*folders):
+    """One line now, not a failure after the first frame, when a folder is read-only or full."""
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is a file, expected a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test.") as f:
+                f.write(b"x")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise UserError(f"cannot write in {folder}: {e.strerror}") from None
+
+
 def main(argv=None):
-    args = parse_args(sys.argv[sys.argv.index("--") + 1:] if argv is None and "--" in sys.argv else (argv or []))
+    stop = StopRequest()
+    args = parse_args(script_argv() if argv is None else argv)
     check_flags(args)
     poses = load_poses(args)
 
@@ -517,46 +788,58 @@ def main(argv=None):
     sun, ambient = setup_lights(scene)
     tangents = frame_tangents(scene, rig["cam"])
     scene.camera = rig["cam"]
+    stage = variety.Stage(scene, rig, args, poses)  # the herd, the occluders: made once
 
-    # resume this frame range where it stopped
+    # resume this frame range where it stopped, or start clean when another job was here
+    job = job_description(args, poses, blend)
     info = {"description": "PASyn-v2 synthetic zebra frames (blender/animation_script.py)",
-            "blender": bpy.app.version_string, "job": job_description(args, poses, blend)}
+            "blender": bpy.app.version_string, "job": job, "job_id": manifest.job_id(job),
+            "image_dir": str(args.image_dir.resolve()), "shadow_dir": str(args.shadow_dir.resolve())}
+    check_writable(args.image_dir, args.label_dir / SHARD_DIR_NAME, args.shadow_dir)
     shard_file = shards.shard_path(args.label_dir / SHARD_DIR_NAME, args.frame_start, args.frame_end)
     shard = open_shard(shard_file, args, info)
-    args.image_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(args.frame_start, args.frame_end)
-            if not (shard["done"][i - args.frame_start] and (args.image_dir / shards.image_name(i, args.n_frames)).exists())]
+    if not shard["done"].any() and args.frame_start == 0 and args.frame_end == args.n_frames:
+        shard = shards.shard_from_outputs(args.label_dir, info) or shard  # a finished run of this job
+    finished = finished_frames(shard, args)
+    start_clean(args, info, finished)
+    todo = [i for i in range(args.frame_start, args.frame_end) if shards.image_name(i, args.n_frames) not in finished]
     if len(todo) < args.frame_end - args.frame_start:
-        print(f"resuming: {args.frame_end - args.frame_start - len(todo)} frames already done", flush=True)
+        print(f"resuming job {info['job_id']}: {args.frame_end - args.frame_start - len(todo)} frames already done",
+              flush=True)
 
     # render, saving the labels now and then so a stopped run resumes
     timing, progress, last_save, t_start = {}, Progress(len(todo)), time.perf_counter(), time.perf_counter()
+    n_rendered = 0
     try:
         for i in todo:
+            if stop.signal:
+                break
             shard["done"][i - args.frame_start] = False
-            render_frame(scene, rig, sun, ambient, tangents, args, i, poses[i], shard, timing)
+            render_frame(scene, rig, sun, ambient, tangents, args, i, poses[i], shard, timing, stage)
+            n_rendered += 1
             progress.update()
             if time.perf_counter() - last_save > SAVE_EVERY_S:
                 shards.save_shard(shard_file, shard)
                 last_save = time.perf_counter()
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the same way out
+        stop.signal = stop.signal or "SIGINT"
     finally:
         progress.close()
         shards.save_shard(shard_file, shard)
-    report_speed(len(todo), time.perf_counter() - t_start, timing)
+    report_speed(n_rendered, time.perf_counter() - t_start, timing)
+    if stop.signal and not shard["done"].all():  # stopped after the last frame: the labels are written as usual
+        raise Stopped(f"{stop.signal}: {int(shard['done'].sum())} of {len(shard['done'])} frames done, their labels "
+                      f"saved in {shard_file}; run the same command again to resume")
 
-    # one whole run writes SPEC's files itself; ranges wait for merge_shards.py
+    # one whole run writes the three label files itself (manifest last); ranges wait for merge_shards.py
     if args.frame_start == 0 and args.frame_end == args.n_frames:
         gt, vis, bbox, area, info = shards.merge([shard])
-        shards.write_outputs(gt, vis, bbox, area, info, *label_paths(args.label_dir))
-        shard_file.unlink()
+        shards.write_outputs(gt, vis, bbox, area, info, args.label_dir, scenes=shards.merged_scenes([shard]))
+        shard_file.unlink(missing_ok=True)
         print(f"wrote {args.n_frames} frames to {args.image_dir} and labels to {args.label_dir}")
     else:
         print(f"frames {args.frame_start}..{args.frame_end - 1} done ({shard_file}); "
               f"when every range is done: python merge_shards.py")
-
-
-def label_paths(label_dir):
-    return label_dir / "blender_gt.npy", label_dir / "blender_vis.npy", label_dir / "annotations.json"
 
 
 def report_speed(n, seconds, timing):

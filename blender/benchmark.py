@@ -27,7 +27,7 @@ from pasyn.rig import rest_direction  # noqa: E402
 
 
 def rest_pose():
-    """The 36 triples of the rig's rest pose in SPEC's convention."""
+    """The 36 triples of the rig's rest pose in our pose convention (docs/conventions.md)."""
     roots = np.array([rest_direction(root) for root, _ in LEG_CHAINS])
     bones = np.array([[rest_direction(b) for b in chain] for _, chain in LEG_CHAINS])
     return pose_from_chain_directions(roots, bones)

@@ -1,9 +1,10 @@
 """cd blender && blender -b --factory-startup --python-exit-code 1 -P build_zebra.py [-- --output custom_zebra.blend]
 
-Builds blender/custom_zebra.blend from an empty scene: the armature `metarig` of SPEC (bones from
-pasyn/rig.py), a plains zebra mesh skinned to it, a procedural stripe material, the camera
-`Camera`, a sun and a world fill light, and Cycles/CPU render settings (transparent film, RGBA PNG,
-denoising off). Also runs with the pip bpy module: `python build_zebra.py [-- --output ...]`.
+Builds blender/custom_zebra.blend from an empty scene: the armature `metarig` (bones from
+pasyn/rig.py, docs/conventions.md), a plains zebra mesh skinned to it, a procedural stripe material
+whose knobs step 3 turns per zebra, hidden occluders (a grass tuft, a bush, a rock) that step 3
+places in some frames, the camera `Camera`, a sun and a world fill light, and Cycles/CPU render
+settings (transparent film, RGBA PNG, denoising off). Also runs with the pip bpy module: `python build_zebra.py [-- --output ...]`.
 
 The commit .blend must be saved by Debian's Blender 3.4: Blender 3.4 cannot open a file saved by
 bpy 4.x, while bpy 4.x opens a 3.4 file.
@@ -18,8 +19,13 @@ the body when it bends (u: stripe phase, computed at rest from the body part and
 parts meet: along the body on the barrel, bending into chevrons on the breast and slanting over
 the haunch; along the neck on neck and mane; height on the legs; fine bands along the face;
 v: 1 where the coat is solid black — muzzle, hooves, tail tuft, eyes, ear tips, mane tips).
-The material uses only nodes that exist in Blender 3.4 and 4.x (UV Map, Separate XYZ, Math,
-ColorRamp, Principled BSDF).
+A second UV map, `regions` (leg, head), weighs where a coat's leg and face knobs act. The coat's
+knobs (COAT_ATTRIBUTES: stripe frequency, phase, waviness, black share, thinning on legs and face,
+forks, brown shadow stripes, leg fading, muzzle colour, sheen, roughness, white and black colours)
+are custom properties of the mesh object, read by Attribute nodes: step 3 changes them per frame
+without recompiling the shader (blender/scene.py's wear_coat; the build gives the object the classic
+coat's knobs). The material uses only nodes that exist in Blender 3.4 and 4.x (UV Map, Separate XYZ, Math,
+Vector Math, Mix RGB, Attribute, Texture Coordinate, Noise Texture, Principled BSDF).
 """
 import argparse
 import math
@@ -31,6 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, REST_BONES  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # blender/scene.py: the coat's knobs
+import scene as variety  # noqa: E402
 
 MESH_NAME = "zebra"
 MATERIAL_NAME = "zebra_coat"
@@ -183,6 +192,8 @@ def leg(name, ctrl, joint, blend, hoof_z, bones):
     wl = _smoothstep(joint[2] + blend[0], joint[2] + blend[1], v[:, 2])
     u = (1 - wl) * u_body(v, _normals(v, info)) + wl * u_leg(v, joint) + _warp(v, 0.12)
     hoof = _smoothstep(hoof_z + 0.065, hoof_z + 0.05, v[:, 2])
+    # how much of a leg's coat this is, for coats whose leg stripes thin or fade: half at the elbow/stifle, all at the hoof
+    info["leg"] = wl * (1.0 - 0.5 * np.clip((v[:, 2] - hoof_z) / (joint[2] - hoof_z), 0.0, 1.0))
     return (name, v, f, info, bones, 0.035, u, hoof)
 
 
@@ -380,6 +391,24 @@ def build_armature():
     return arm
 
 
+# The coat's knobs, read per zebra from the object's custom properties (Attribute nodes of type
+# Object): step 3 changes them every frame without touching the shader, so Cycles keeps its compiled
+# kernels. blender/scene.py's wear_coat turns a coat's parameters into them; every sum or product of
+# knobs is done there, once per frame, not in the shader for every pixel sample.
+COAT_ATTRIBUTES = {
+    "coat_wave": "stripe phase = a * u + b * noise + c (radians): frequency, waviness, phase",
+    "coat_shape": "forks, black share, minus black thinning on the legs",
+    "coat_more": "minus thinning on the face, minus leg fading, brown shadow stripes",
+    "coat_finish": "brown muzzle, sheen, roughness",
+    "coat_white": "white stripes' colour (RGB)",
+    "coat_brown": "shadow stripes' colour (RGB)",
+    "coat_black": "black stripes' colour (RGB)",
+    "coat_offset": "where in the noise field this coat lies",
+}
+MUZZLE_GREY = (0.07, 0.05, 0.04)     # a brown-grey muzzle instead of a black one
+REGION_UV = "regions"                # (leg, head) weights per vertex
+
+
 def build_material():
     mat = bpy.data.materials.new(MATERIAL_NAME)
     mat.use_nodes = True
@@ -387,42 +416,103 @@ def build_material():
     for n in list(nt.nodes):
         nt.nodes.remove(n)
     N = nt.nodes.new
-    uv = N("ShaderNodeUVMap")
-    uv.uv_map = UV_NAME
-    sep = N("ShaderNodeSeparateXYZ")
-    nt.links.new(uv.outputs["UV"], sep.inputs[0])
 
-    def op(operation, a, b=None, clamp=False):
+    def link_or_set(x, socket):
+        if isinstance(x, (int, float)):
+            socket.default_value = x
+        elif isinstance(x, tuple):
+            socket.default_value = x if len(socket.default_value) == len(x) else (*x, 1.0)
+        else:
+            nt.links.new(x, socket)
+
+    def op(operation, a, b=None, c=None, clamp=False):
         node = N("ShaderNodeMath")
         node.operation = operation
         node.use_clamp = clamp
-        for i, x in enumerate((a, b)):
-            if x is None:
-                continue
-            if isinstance(x, (int, float)):
-                node.inputs[i].default_value = x
-            else:
-                nt.links.new(x, node.inputs[i])
+        for i, x in enumerate((a, b, c)):
+            if x is not None:
+                link_or_set(x, node.inputs[i])
         return node.outputs[0]
 
-    wave = op("SINE", op("MULTIPLY", sep.outputs["X"], 2 * math.pi))
-    # dark where the sine is above -0.1 (black stripes a little wider than white), soft edges
-    dark = op("ADD", op("MULTIPLY", wave, 3.5), 0.5 + 0.35, clamp=True)
-    dark = op("MAXIMUM", dark, sep.outputs["Y"], clamp=True)
-    ramp = N("ShaderNodeValToRGB")
-    ramp.color_ramp.elements[0].color = (0.80, 0.79, 0.76, 1.0)
-    ramp.color_ramp.elements[1].color = (0.012, 0.011, 0.011, 1.0)
-    nt.links.new(dark, ramp.inputs["Fac"])
+    def mix(fac, a, b):
+        node = N("ShaderNodeMixRGB")
+        link_or_set(fac, node.inputs["Fac"])
+        link_or_set(a, node.inputs["Color1"])
+        link_or_set(b, node.inputs["Color2"])
+        return node.outputs["Color"]
+
+    def xyz(vector):
+        node = N("ShaderNodeSeparateXYZ")
+        nt.links.new(vector, node.inputs[0])
+        return node.outputs["X"], node.outputs["Y"], node.outputs["Z"]
+
+    def uv_map(name):
+        node = N("ShaderNodeUVMap")
+        node.uv_map = name
+        return xyz(node.outputs["UV"])[:2]
+
+    def knob(name):
+        node = N("ShaderNodeAttribute")
+        node.attribute_type, node.attribute_name = "OBJECT", name
+        return node.outputs["Vector"]
+
+    u, solid = uv_map(UV_NAME)
+    leg, head = uv_map(REGION_UV)
+    a, b, c = xyz(knob("coat_wave"))
+    fork, share, minus_leg_thin = xyz(knob("coat_shape"))
+    minus_face_thin, minus_fade, shadow = xyz(knob("coat_more"))
+    muzzle, sheen, roughness = xyz(knob("coat_finish"))
+    # a smooth noise field on the body: its red channel bends the stripes, its green one says where
+    # they fork. Object coordinates (free to compute, unlike Generated on a deformed mesh): a coat
+    # is drawn anew every frame, so the field need not stick to the skin between poses.
+    coords = N("ShaderNodeTexCoord")
+    noise = N("ShaderNodeTexNoise")
+    noise.inputs["Scale"].default_value = 2.5
+    noise.inputs["Detail"].default_value = 1.5
+    offset = N("ShaderNodeVectorMath")
+    offset.operation = "ADD"
+    nt.links.new(coords.outputs["Object"], offset.inputs[0])
+    nt.links.new(knob("coat_offset"), offset.inputs[1])
+    nt.links.new(offset.outputs["Vector"], noise.inputs["Vector"])
+    bend, fork_field, _ = xyz(noise.outputs["Color"])
+
+    phase = op("MULTIPLY_ADD", u, a, op("MULTIPLY_ADD", bend, b, c))
+    single = op("SINE", phase)
+    double = op("SINE", op("MULTIPLY", phase, 2.0))  # two thin stripes where one forks
+    forked = op("MULTIPLY", op("MULTIPLY_ADD", fork_field, 8.0, -4.4, clamp=True), fork)
+    wave = op("MULTIPLY_ADD", forked, op("SUBTRACT", double, single), single)
+    # dark where the sine is above about -0.1 (black stripes a little wider than white), soft edges;
+    # legs and face may thin their black, legs may fade; muzzle, hooves, tuft, eyes, ear and mane tips solid
+    share = op("MULTIPLY_ADD", leg, minus_leg_thin, op("MULTIPLY_ADD", head, minus_face_thin, share))
+    dark = op("MULTIPLY_ADD", wave, 3.5, share, clamp=True)
+    dark = op("MULTIPLY", dark, op("MULTIPLY_ADD", leg, minus_fade, 1.0))
+    dark = op("MAXIMUM", dark, solid, clamp=True)
+    # faint brown shadow stripes down the middle of the white bands, on the body only
+    shade = op("MULTIPLY", op("MULTIPLY_ADD", wave, -4.0, -2.2, clamp=True),
+               op("MULTIPLY", shadow, op("SUBTRACT", 1.0, op("MAXIMUM", leg, head))))
+    white = mix(shade, knob("coat_white"), knob("coat_brown"))
+    black = mix(op("MULTIPLY", op("MULTIPLY", head, solid), muzzle), knob("coat_black"), MUZZLE_GREY)
     bsdf = N("ShaderNodeBsdfPrincipled")
-    nt.links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
-    bsdf.inputs["Roughness"].default_value = 0.65
+    nt.links.new(mix(dark, white, black), bsdf.inputs["Base Color"])
+    nt.links.new(roughness, bsdf.inputs["Roughness"])
+    sheen_input = "Sheen" if "Sheen" in bsdf.inputs else "Sheen Weight"  # Blender 3.x / 4.x
+    nt.links.new(sheen, bsdf.inputs[sheen_input])
     out = N("ShaderNodeOutputMaterial")
     nt.links.new(bsdf.outputs[0], out.inputs["Surface"])
     return mat
 
 
+def coat_regions(name, info, n):
+    """(n, 2) weights of leg and head per vertex of a part, for the coat's knobs."""
+    out = np.zeros((n, 2))
+    if "leg" in info:
+        out[:, 0] = info["leg"]
+    out[:, 1] = name in ("head", "ear", "lefteye", "righteye")
+    return out
+
+
 def build_mesh(arm, mat):
-    all_v, all_f, all_u, all_v_mask = [], [], [], []
+    all_v, all_f, all_u, all_v_mask, all_regions = [], [], [], [], []
     weights = []  # (vertex offset, count, bones, per-vertex weights)
     offset = 0
     for name, v, f, info, bones, sigma, u, vmask in parts():
@@ -430,6 +520,7 @@ def build_mesh(arm, mat):
         all_f.extend(tuple(i + offset for i in face) for face in f)
         all_u.append(u)
         all_v_mask.append(vmask)
+        all_regions.append(coat_regions(name, info, len(v)))
         weights.append((offset, bones, ring_weights(info["centre"], bones, sigma)))
         offset += len(v)
     verts = np.vstack(all_v)
@@ -454,11 +545,14 @@ def build_mesh(arm, mat):
     me.loops.foreach_get("vertex_index", loop_vert)
     uv = np.stack([u[loop_vert], vm[loop_vert]], axis=1).astype(np.float32)
     layer.data.foreach_set("uv", uv.ravel())
+    regions = np.concatenate(all_regions)[loop_vert].astype(np.float32)  # (leg, head), for the coat's knobs
+    me.uv_layers.new(name=REGION_UV).data.foreach_set("uv", regions.ravel())
     me.materials.append(mat)
 
     obj = bpy.data.objects.new(MESH_NAME, me)
     bpy.context.scene.collection.objects.link(obj)
     obj.parent = arm
+    variety.wear_coat([obj], variety.CLASSIC_COAT)  # the classic coat until step 3 gives it another
     groups = {}
     for off, bones, w in weights:
         for k, bone in enumerate(bones):
@@ -475,6 +569,84 @@ def build_mesh(arm, mat):
     mod.object = arm
     mod.use_vertex_groups = True
     return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# Occluders: things in front of a zebra that step 3 places, scales and shows in some frames
+# ----------------------------------------------------------------------------------------------
+OCCLUDER_COLOURS = {"grass": (0.33, 0.28, 0.11), "bush": (0.07, 0.10, 0.035), "rock": (0.17, 0.15, 0.13)}
+
+
+def _lumpy(p, amount, seed):
+    """Points on a unit sphere pushed out and in by a smooth fixed pseudo-noise."""
+    k = np.random.default_rng(seed).normal(size=(6, 3)) * 2.5
+    n = sum(np.sin(p @ k[i] + i) for i in range(6)) / 6
+    return p * (1.0 + amount * n)[:, None]
+
+
+def grass_tuft(n_blades=70, seed=1):
+    """A tuft of tapering, outward-leaning blades (two-sided quads), 1 m tall, base at z = 0."""
+    rng = np.random.default_rng(seed)
+    verts, faces = [], []
+    levels = np.linspace(0.0, 1.0, 5)
+    for _ in range(n_blades):
+        angle, r = rng.uniform(0, 2 * math.pi), 0.3 * math.sqrt(rng.uniform())
+        out = np.array([math.cos(angle), math.sin(angle), 0.0])
+        side = np.array([-out[1], out[0], 0.0])
+        height, lean, width = rng.uniform(0.5, 1.0), rng.uniform(0.15, 0.7), rng.uniform(0.05, 0.09)
+        base = out * r
+        start = len(verts)
+        for t in levels:
+            centre = base + out * lean * height * t ** 2 + np.array([0, 0, height * t * (1 - 0.25 * lean * t)])
+            half = 0.5 * width * (1.0 - 0.9 * t)
+            verts += [centre - side * half, centre + side * half]
+        faces += [(start + 2 * j, start + 2 * j + 1, start + 2 * j + 3, start + 2 * j + 2) for j in range(len(levels) - 1)]
+    v = np.array(verts)
+    return v / v[:, 2].max(), faces
+
+
+def lump(subdivisions, squash, amount, sink, seed):
+    """A lumpy squashed sphere, flattened where it meets the ground, 1 m tall, base at z = 0."""
+    import bmesh
+    bm = bmesh.new()
+    bmesh.ops.create_icosphere(bm, subdivisions=subdivisions, radius=1.0)
+    v = np.array([tuple(x.co) for x in bm.verts])
+    faces = [tuple(x.index for x in f.verts) for f in bm.faces]
+    bm.free()
+    v = _lumpy(v, amount, seed) * np.array(squash)
+    v[:, 2] = np.maximum(v[:, 2], v[:, 2].min() + sink * np.ptp(v[:, 2]))  # the part underground cut flat
+    v[:, 2] -= v[:, 2].min()
+    return v / v[:, 2].max(), faces
+
+
+def build_occluders():
+    """One hidden object per kind, base at the origin, 1 m tall; its `footprint` property is the
+    radius it covers on the ground, and `occluder_tint` (RGB) shifts its colour per frame."""
+    shapes = {"grass": grass_tuft(), "bush": lump(3, (0.75, 0.7, 0.6), 0.18, 0.15, 2),
+              "rock": lump(2, (0.6, 0.5, 0.35), 0.12, 0.25, 3)}
+    for kind, (v, faces) in shapes.items():
+        mat = bpy.data.materials.new(f"occluder_{kind}")
+        mat.use_nodes = True
+        nt = mat.node_tree
+        bsdf = next(n for n in nt.nodes if n.type == "BSDF_PRINCIPLED")
+        tint = nt.nodes.new("ShaderNodeAttribute")
+        tint.attribute_type, tint.attribute_name = "OBJECT", "occluder_tint"
+        add = nt.nodes.new("ShaderNodeVectorMath")
+        add.operation = "ADD"
+        add.inputs[1].default_value = OCCLUDER_COLOURS[kind]
+        nt.links.new(tint.outputs["Vector"], add.inputs[0])
+        nt.links.new(add.outputs["Vector"], bsdf.inputs["Base Color"])
+        bsdf.inputs["Roughness"].default_value = 0.85
+        me = bpy.data.meshes.new(f"occluder_{kind}")
+        me.from_pydata([tuple(p) for p in v], [], faces)
+        me.validate()
+        me.update()
+        me.polygons.foreach_set("use_smooth", [kind != "grass"] * len(me.polygons))
+        me.materials.append(mat)
+        obj = bpy.data.objects.new(f"occluder_{kind}", me)
+        obj["footprint"] = float(np.linalg.norm(v[:, :2], axis=1).max())
+        obj.hide_render = True
+        bpy.context.scene.collection.objects.link(obj)
 
 
 def look_at(obj, target):
@@ -546,6 +718,7 @@ def build():
     arm = build_armature()
     mat = build_material()
     obj = build_mesh(arm, mat)
+    build_occluders()
     build_camera_and_lights()
     render_settings()
     return arm, obj

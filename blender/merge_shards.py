@@ -5,6 +5,8 @@
 Each `animation_script.py -- --frame_start=A --frame_end=B ...` run keeps its labels in
 shards/frames_AAAAA_BBBBB.npz. The shards must come from the same job (seed, flags, poses, .blend)
 and cover frames 0..N-1 exactly once; rows, annotation entries and file names then follow frame order.
+Every frame must still be the PNG its shard recorded (checksum); frames in the image folder that the
+merged job does not list (left by another job) are removed, so the folder holds exactly the data set.
 """
 import argparse
 import sys
@@ -12,21 +14,35 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn import shards  # noqa: E402
-from pasyn.files import GT_NPY, UserError, run_main  # noqa: E402
+from pasyn.files import GT_NPY, SYNTH_DIR, UserError, run_main  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Merge step 3's shards into its three label files.")
     p.add_argument("--label_dir", type=Path, default=GT_NPY.parent,
                    help="folder with shards/ and where the merged labels go (default blender/)")
+    p.add_argument("--image_dir", type=Path, default=None,
+                   help="the rendered frames (default: the folder the shards were rendered into)")
     args = p.parse_args(argv)
     paths = sorted((args.label_dir / "shards").glob("frames_*.npz"))
     if not paths:
         raise UserError(f"no shards in {args.label_dir / 'shards'} "
                         "(made by animation_script.py -- --frame_start=A --frame_end=B)")
-    gt, vis, bbox, area, info = shards.merge([shards.load_shard(p) for p in paths])
+    loaded = [shards.load_shard(p) for p in paths]
+    gt, vis, bbox, area, info = shards.merge(loaded)
+    image_dir = args.image_dir or Path(loaded[0]["info"].get("image_dir", SYNTH_DIR))
+    shadow_dir = loaded[0]["info"].get("shadow_dir")  # the shadows go where the shards' runs put them
+    shards.check_frames(info, image_dir, shadow_dir)
     d = args.label_dir
-    shards.write_outputs(gt, vis, bbox, area, info, d / "blender_gt.npy", d / "blender_vis.npy", d / "annotations.json")
+    shards.write_outputs(gt, vis, bbox, area, info, d, scenes=shards.merged_scenes(loaded))
+    stale = shards.stale_frames(image_dir, info["frame_sha1"])
+    if shadow_dir:
+        stale += shards.stale_frames(shadow_dir, info["frame_sha1"])
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        print(f"removed {len(stale)} frames or shadows of another job from {image_dir} and its shadows "
+              f"(first: {stale[0].name})")
     print(f"merged {len(paths)} shards: {len(gt)} frames -> {d / 'blender_gt.npy'}, blender_vis.npy, annotations.json")
 
 

@@ -1,4 +1,4 @@
-"""The zebra rig of SPEC.md: bone names, rest positions, keypoints and the AP-10K mapping.
+"""The zebra rig (docs/conventions.md): bone names, rest positions, keypoints and the AP-10K mapping.
 
 Armature space, metres, Z up; the zebra faces -Y, so its left side (.L) is +X (Blender's
 convention for a character seen from the front view). Proportions of a plains zebra:
