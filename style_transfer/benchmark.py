@@ -8,7 +8,8 @@ bf16 autocast (both channels-last), each measured in its own process so that the
                backward -> clipped Adam) on pre-encoded features, as in an epoch
   encode       images/s of the one-off content encoding train.py does before the epochs
   stylize      images/s through stylize.py's batched inference_mode path (background statistics,
-               encoder, masked AdaIN, decoder, alpha composite), images in memory
+               encoder, masked AdaIN, light decoder, relit render, shadow, alpha composite, camera
+               blur and noise), images in memory
 
 Then, with --checkpoint present, quality side by side: the same held-out renders stylized in
 fp32 and bf16 (pixel difference, and evaluate.py's metrics at alpha 0.5).
@@ -30,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.files import REPO, STYLE_CHECKPOINT, run_main, save_json  # noqa: E402
 
 import cnn_adain_model as M  # noqa: E402
+import compositing  # noqa: E402
 import image_io  # noqa: E402
+import quality as Q  # noqa: E402
+import training  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,7 +63,6 @@ def fake_batch(n, h, w, seed=0):
 
 
 def time_train(args, precision):
-    import train
     dev = torch.device("cpu")
     image_io.keep_freed_memory()  # as image_io.device() does for train.py
     torch.manual_seed(0)
@@ -71,29 +74,39 @@ def time_train(args, precision):
         stats = net.style_stats(image_io.fast_layout(images.flip(0), dev))
     encode_rate = 2 * len(images) / (time.perf_counter() - t0)
     opt = torch.optim.Adam(net.decoder.parameters(), 1e-3)
-    targs = argparse.Namespace(alpha=0.5, l_content_weight=5, l_style_weight=10)
+    targs = argparse.Namespace(l_content_weight=5, l_style_weight=10, grad_clip=1.0)
     c = image_io.fast_layout(c_feat.float(), dev)
-    detail = M.luminance_detail(images, masks).half()  # as train.py: the render's stripes ride along
-    train.train_step(net, opt, c, stats, masks, targs, dev, precision, detail)  # warm-up: oneDNN picks kernels
+    own = net.style_stats(images, masks)
+    lights = (M.scene_light(images, masks), M.scene_light(images.flip(0)))
+    step = lambda: training.train_step(net, opt, c, stats, masks, images, 0.5, targs, dev, precision,  # noqa: E731
+                                       own, lights)
+    step()  # warm-up: oneDNN picks kernels
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        train.train_step(net, opt, c, stats, masks, targs, dev, precision, detail)
+        step()
     return {"train_img_s": args.steps * len(images) / (time.perf_counter() - t0), "encode_img_s": encode_rate}
 
 
 def time_stylize(args, precision):
-    import stylize
+    """Step 5's whole frame in memory: light, shadow, composite and camera (blur, noise)."""
     dev = torch.device("cpu")
     image_io.keep_freed_memory()
     torch.manual_seed(0)
     net = M.AdaINNet().eval().to(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
     renders = rng.integers(0, 256, (args.n_stylize, args.height, args.width, 4), dtype=np.uint8)
-    backgrounds = rng.integers(0, 256, (120, args.height, args.width, 3), dtype=np.uint8)
-    assignment = stylize.assign_backgrounds(len(renders), len(backgrounds), 0)
-    stylize.stylize_all(net, renders[:256], backgrounds, assignment[:256], 0.5, dev, precision, 256)  # warm-up
+    masks = compositing.zebra_masks(renders)
+    shadows = rng.integers(0, 256, (args.n_stylize, args.height, args.width), dtype=np.uint8)
+    bgs = rng.integers(0, 256, (120, args.height, args.width, 3), dtype=np.uint8)
+    assignment = compositing.assign_backgrounds(len(renders), len(bgs), 0)
+    camera = compositing.camera_draws(range(len(renders)), 0, (0, 0.8), (0.5, 3), (75, 95))
+
+    def run(n):
+        return compositing.compose_all(net, renders[:n], masks[:n], bgs, assignment[:n], 0.5, dev, precision, 256,
+                                       shadows[:n], 0.6, camera[:n], progress=False)
+    run(256)  # warm-up
     t0 = time.perf_counter()
-    stylize.stylize_all(net, renders, backgrounds, assignment, 0.5, dev, precision, 256)
+    run(len(renders))
     return {"stylize_img_s": len(renders) / (time.perf_counter() - t0)}
 
 
@@ -114,13 +127,12 @@ def child(argv, task, precision):
 
 def quality_side_by_side(checkpoint, precisions):
     """evaluate.py's metrics at alpha 0.5, and the pixel difference between precisions."""
-    import evaluate
     ckpt = image_io.load_checkpoint(checkpoint)
     net = image_io.model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)
-    renders, backgrounds = evaluate.held_out_data(ckpt, None, 64, 1000)
+    renders, backgrounds, masks = Q.held_out_data(ckpt, None, 64, 1000)
     out, images = {}, {}
     for p in precisions:
-        metrics, imgs = evaluate.quality(net, renders, backgrounds, [0.5], p)
+        metrics, imgs = Q.quality(net, renders, backgrounds, [0.5], p, masks=masks)
         out[p] = metrics["alpha 0.5"]
         images[p] = imgs[0.5].int()
     if len(precisions) == 2:

@@ -1,4 +1,5 @@
-"""AdaIN style transfer (Huang & Belongie, 2017) sized for 64x64 renders: the model and nothing else.
+"""AdaIN style transfer (Huang & Belongie, 2017) sized for 64x64 renders, that changes the zebra's
+light and never its paint: the model and nothing else.
 
 Encoder: VGG-16's first layers up to relu3_1, frozen, on ImageNet-normalized input, sliced once into
 the stages relu1_1, relu2_1, relu3_1; one pass returns all three. Why stop at relu3_1: it has
@@ -7,45 +8,77 @@ of it; relu4_1 (stride 8, 8x8) would leave a thin leg less than one cell and blu
 
 Decoder: the encoder mirrored (nearest upsampling + 3x3 convs, no normalization, no dense layers,
 half VGG's widths), ending at half resolution with a bilinear upsampling, so it runs at any
-height/width divisible by the stride (4).
+height/width divisible by the stride (4). It renders the (masked) AdaIN target as a one-channel
+map whose zebra-average is the log of the light's contrast. The render is then relit by three
+numbers per frame:
 
-Detail-preserving output (not plain AdaIN). A zebra's stripes are about 2 px wide at 64x64, finer
-than a decoder rebuilds from a 16x16 map; with a random-init VGG (no ImageNet weights here) the
-style loss wiped them out and left a tinted blob. So the decoder only re-colours and re-lights
-(tone, colour, shading: what AdaIN's statistics carry) and the stripes come from the render
-itself, as in photo-realistic style transfer's detail/"smoothing" steps. Blurs are Gaussian
-(sigma DETAIL_SIGMA px) over the zebra's pixels only (masked_blur):
-  training   out = blur(decoded(alpha)) + (lum(render) - blur(lum(render)))   (with_detail)
-  stylizing  out = render + blur(decoded(alpha) - decoded(0))                 (stylize_features)
-The two agree where the decoder rebuilds the render's low frequencies at alpha 0; stylizing
-subtracts the decoder's own error there, so --alpha 0 gives exactly the render and alpha scales
-the change. Without a render (detail=None / content=None) both are plain AdaIN.
+  gain         exposure: the render's linear light times g, toward the scene's mean L*
+  contrast     L* stretched by k about the zebra's mean L* (haze lowers it, hard sun raises it),
+               its mean kept: learned, from the AdaIN statistics, by the decoder
+  temperature  white balance: CIE Z (the blue end) scaled, X and Y untouched, toward a share
+               (wb_share) of the scene's mean b*
 
-Loss, on that output: content = MSE between its relu3_1 features and the (detached) AdaIN target;
-style = MSE of per-channel means and standard deviations at every stage, each stage divided by the
-mean square of the target's std, so the three stages weigh alike whatever the encoder's scale
-(random init: stds ~0.15, 0.09, 0.06 at relu1_1, 2_1, 3_1 on our backgrounds). Masked AdaIN
-takes the zebra's statistics from its own pixels only (alpha > 0), so the transparent background
-never enters them.
+Why light and not a free colour change: a zebra's stripes are white and black whatever the scene;
+a decoder free to shift each RGB channel moved the zebra's albedo toward the scene's (teal zebras
+on green grass). Under a change of light a neutral surface stays neutral: gain and contrast scale
+R, G and B alike, and the temperature moves colour only along the blue-yellow axis (CIELAB a*,
+green to red, of every pixel is unchanged), so white stripes go cream or cool-white, never green.
+Exposure and white balance are measured on the background (scene_light) rather than learned: the
+statistics of a random-init encoder (no ImageNet weights here) do not tell a bright scene from a
+dark one, nor warm light from cool, and a decoder trained on them alone went cool on yellow
+savanna and ignored the scene's brightness. Each factor is bounded (DEFAULT_LIGHT_BOUNDS, stored
+in the checkpoint): a dark or very blue photo cannot push the zebra past a believable exposure or
+white balance. The render supplies every pixel's detail (stripes, shading, edges): the output is
+the render relit, so the silhouette and the stripes are exactly the render's.
+
+Alpha is a strength: the gain's log and the temperature are alpha of the way to the scene's, and
+the contrast is decoded(target(alpha)) - decoded(target(0)), so --alpha 0 gives exactly the
+render; training on an alpha drawn per batch, with the style target alpha of the way too, teaches
+the decoder every strength in between.
+
+Loss, on the relit render: content = MSE between its relu3_1 features and the (detached) AdaIN
+target; style = MSE of per-channel means and standard deviations at every stage, each stage
+divided by the mean square of the target's std, so the three stages weigh alike whatever the
+encoder's scale. Masked AdaIN takes the zebra's statistics from its own pixels only (its mask:
+the COCO segmentation of step 3, else the render's alpha), so neither the transparent background
+nor the grass and rocks rendered in front of it enter them.
 
 No file I/O and no argparse here: the scripts load weights and hand this module tensors.
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ARCHITECTURE = "adain-vgg16-relu3_1-detail-v3"  # stored in checkpoints; bump when the layers change
+ARCHITECTURE = "adain-vgg16-relu3_1-light-v2"  # stored in checkpoints; bump when the layers or their meaning change
 STRIDE = 4                               # two 2x2 max-pools before relu3_1
 MIN_SIZE = 8                             # keeps a relu3_1 map of at least 2x2
-DETAIL_SIGMA = 2.0                       # px: keeps ~2 px stripes in the detail, leaves the tone to the decoder
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# How far the light may move a zebra (train.py flags of the same names; stored in the checkpoint).
+# gain 0.25..2: a white stripe (L* 80) lands between L* 48 and 100, a black one (L* 12) stays at or
+#   below L* 25: the zebra follows a dusk or a noon photo without its black going grey;
+# contrast 0.8..1.2: the stretch of L* about the zebra's mean L*, haze to hard sun (at 1.4 the
+#   AdaIN losses of a random-init encoder crushed black stripes to L* 3 and pushed the zebra's
+#   contrast away from the scene's);
+# temperature 12: at most 12 units of CIELAB b* on a white stripe (cream or cool-white; chroma <= 15).
+# wb_share 0.5: the light's colour is half the scene's mean b* (grey world, damped).
+DEFAULT_LIGHT_BOUNDS = {"min_gain": 0.25, "max_gain": 2.0, "min_contrast": 0.8, "max_contrast": 1.2,
+                        "max_temperature": 12.0, "wb_share": 0.5}
+OUTPUT_SCALE = 0.01                      # the light map is small: one Adam step moves it ~1%, not past its bounds
 
 # VGG-16 "features" up to relu3_1, at torchvision's own indices, so its weights load by name.
 # (index, in_channels, out_channels) for convs; "P" marks a max-pool; each conv is followed by a ReLU.
 _VGG16_HEAD = [(0, 3, 64), (2, 64, 64), "P", (5, 64, 128), (7, 128, 128), "P", (10, 128, 256)]
 STAGES = {"relu1_1": (0, 2), "relu2_1": (2, 7), "relu3_1": (7, 12)}  # slices of the layer list
 VGG_LAYER_NAMES = [f"{i}.{p}" for i in (0, 2, 5, 7, 10) for p in ("weight", "bias")]
+
+# sRGB (D65) primaries: linear RGB -> CIE XYZ, and the column of the inverse that Z feeds back into.
+RGB_TO_XYZ = ((0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505))
+XYZ_TO_RGB_Z_COLUMN = (-0.4986, 0.0415, 1.0570)
+WHITE_D65 = (0.95047, 1.0, 1.08883)
 
 
 def check_size(height, width):
@@ -59,7 +92,7 @@ def check_size(height, width):
 # ---------------------------------------------------------------- AdaIN functions (no state)
 
 def mask_like(mask, feat):
-    """The alpha mask (N,1,H,W) averaged down to a feature map's size: soft per-cell weights."""
+    """The zebra mask (N,1,H,W) averaged down to a feature map's size: soft per-cell weights."""
     if mask is None:
         return None
     return F.interpolate(mask.float(), size=feat.shape[-2:], mode="area")
@@ -85,58 +118,102 @@ def calc_mean_std(feat, weight=None, eps=1e-5):
 
 
 def adain_from_stats(content_feat, style_mean, style_std, content_mask=None):
-    """Content features re-normalized to the given style mean/std.
+    """Content features re-normalized to the given style mean/std (AdaIN).
 
-    With content_mask, the content's own mean/std come from the masked cells only
-    (the zebra), so the background of the render does not shift them.
+    With content_mask (masked AdaIN), the content's own mean/std come from the zebra's cells
+    only, so the render's transparent surround and its occluders do not shift them.
     """
     c_mean, c_std = calc_mean_std(content_feat, mask_like(content_mask, content_feat))
     return (content_feat.float() - c_mean) / c_std * style_std + style_mean
 
 
-def adaptive_instance_normalization(content_feat, style_feat, content_mask=None, style_mask=None):
-    s_mean, s_std = calc_mean_std(style_feat, mask_like(style_mask, style_feat))
-    return adain_from_stats(content_feat, s_mean, s_std, content_mask)
-
-
-def masked_adain(content_feat, style_feat, content_mask):
-    """AdaIN with the zebra's statistics taken from its alpha > 0 pixels only."""
-    return adaptive_instance_normalization(content_feat, style_feat, content_mask)
-
-
 def blend(content_feat, adain_feat, alpha):
-    """alpha = 0 gives the content features unchanged, 1 the full AdaIN features."""
+    """alpha = 0 gives the content features unchanged, 1 the full AdaIN features; alpha is a
+    number or one value per image (N,1,1,1)."""
     return alpha * adain_feat + (1 - alpha) * content_feat.float()
 
 
-# ---------------------------------------------------------------- detail-preserving output
+# ---------------------------------------------------------------- light (no state)
 
-def masked_blur(x, mask, sigma=DETAIL_SIGMA):
-    """Gaussian blur of x (N,C,H,W) that averages the mask's pixels only (normalized convolution):
-    the black transparent surround never darkens the zebra's edge. mask=None: the whole frame."""
-    r = int(2 * sigma)
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma ** 2))
-    k = (k / k.sum()).to(x.device)
-
-    def blur(y):
-        c = y.shape[1]
-        y = F.conv2d(F.pad(y, [r, r, 0, 0], mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(F.pad(y, [0, 0, r, r], mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    m = torch.ones_like(x[:, :1]) if mask is None else mask.float()
-    return blur(x.float() * m) / blur(m).clamp_min(1e-3)
+def srgb_to_linear(x):
+    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
 
 
-def luminance_detail(content, mask):
-    """The render's high-frequency luminance (N,1,H,W): lum - masked_blur(lum); 0 off the zebra."""
-    lum = (0.299 * content[:, :1] + 0.587 * content[:, 1:2] + 0.114 * content[:, 2:3]).float()
-    return (lum - masked_blur(lum, mask)) * (mask > 0)
+def linear_to_srgb(x):
+    # clamp_min inside the power keeps its gradient finite at 0
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
 
 
-def with_detail(decoded, detail, mask):
-    """The decoder's low frequencies plus the render's detail; decoded as is when detail is None."""
-    if detail is None:
-        return decoded
-    return masked_blur(decoded, mask) + detail.float()
+def srgb_to_lab(rgb):
+    """CIELAB (D65) of sRGB values in [0, 1], channels last (..., 3) -> (..., 3) L*, a*, b*."""
+    lin = srgb_to_linear(torch.as_tensor(rgb, dtype=torch.float64))
+    xyz = lin @ torch.tensor(RGB_TO_XYZ, dtype=torch.float64).T / torch.tensor(WHITE_D65, dtype=torch.float64)
+    d = 6 / 29
+    f = torch.where(xyz > d ** 3, xyz.clamp_min(d ** 3) ** (1 / 3), xyz / (3 * d * d) + 4 / 29)
+    return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def zebra_mean(x, mask):
+    """Mean of x (N,C,H,W) over each image's zebra mask (N,1,H,W): (N,C)."""
+    m = mask.float()
+    return (x.float() * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-6)
+
+
+def scene_light(rgb, mask=None):
+    """(N, 2): how bright and how warm a scene (or a zebra) is: the log of the mean cube root of
+    linear luminance (L* is linear in that cube root) and the mean CIELAB b*, of images
+    (N,3,H,W, sRGB in [0, 1]) over mask (N,1,H,W; None: every pixel)."""
+    m = torch.ones_like(rgb[:, :1]) if mask is None else mask.float()
+    lin = srgb_to_linear(rgb.float())
+    yp = torch.einsum("nchw,c->nhw", lin, lin.new_tensor(RGB_TO_XYZ[1]))[:, None].clamp_min(0) ** (1 / 3)
+    b = srgb_to_lab(rgb.float().permute(0, 2, 3, 1)).float()[..., 2][:, None]
+    return torch.stack([zebra_mean(yp, m)[:, 0].clamp_min(1e-3).log(), zebra_mean(b, m)[:, 0]], 1)
+
+
+def scene_factors(zebra_light, scene_light_, alpha, bounds):
+    """(gain, temperature) per image, (N,1,1,1): alpha of the way from the zebra's light to the
+    scene's (scene_light of each), within the bounds. Exposure: to the scene's mean L*;
+    white balance: to wb_share of its mean b* (grey world, damped: a scene's average colour is
+    partly its light, partly its paint, like yellow grass or blue sky)."""
+    d = scene_light_.float() - zebra_light.float()
+    # a gain g scales luminance by g and its cube root by g^(1/3): at alpha 1 the mean L*s meet
+    log_gain = (alpha * 3 * d[:, 0]).clamp(math.log(bounds["min_gain"]), math.log(bounds["max_gain"]))
+    t = bounds["max_temperature"]
+    temperature = (alpha * bounds["wb_share"] * d[:, 1]).clamp(-t, t)
+    return log_gain.exp().view(-1, 1, 1, 1), temperature.view(-1, 1, 1, 1)
+
+
+def contrast_factor(raw, bounds):
+    """The contrast exponent per image (N,1,1,1) from the zebra-mean of the decoder's map (N,1):
+    exp of it, squashed smoothly into [min_contrast, max_contrast]."""
+    low, high = math.log(bounds["min_contrast"]), math.log(bounds["max_contrast"])
+    x = raw[:, 0].float()
+    return torch.exp(torch.where(x >= 0, high * torch.tanh(x / high), low * torch.tanh(x / low))).view(-1, 1, 1, 1)
+
+
+def relight(rgb, mask, gain, contrast, temperature):
+    """The render rgb (N,3,H,W, sRGB in [0, 1]) under another light, in [0, 1]; each factor (N,1,1,1).
+
+    In linear light: times the gain; L* stretched about the zebra's mean (over mask) by
+    `contrast` (the same factor on R, G and B, so hue and saturation stay); then CIE Z scaled,
+    which moves only b*. A white stripe whose a* was 0 keeps a* = 0 under every light.
+    """
+    lin = srgb_to_linear(rgb.float())
+    y = torch.einsum("nchw,c->nhw", lin, lin.new_tensor(RGB_TO_XYZ[1]))[:, None]
+    # Contrast: the cube root of luminance (CIELAB's L*, up to an offset) stretched about the
+    # zebra's mean by `contrast`, the same factor on R, G and B. Linear in L*, so the zebra's mean
+    # L* stays and its brightness is the gain's alone.
+    yp = (y + 1e-6) ** (1 / 3)
+    yp_mean = zebra_mean(yp, mask).view(-1, 1, 1, 1)
+    lin = lin * gain * ((yp_mean + contrast * (yp - yp_mean)).clamp_min(0) / yp) ** 3
+    # b* of a white (L* 80, f(Y) = 96/116) moves by 200 * f(Y) * (1 - s^(1/3)) when Z is scaled by s.
+    z_scale = (1 - temperature / (200 * 96 / 116)) ** 3
+    z = torch.einsum("nchw,c->nhw", lin, lin.new_tensor(RGB_TO_XYZ[2]))[:, None]
+    lin = lin + (z_scale - 1) * z * lin.new_tensor(XYZ_TO_RGB_Z_COLUMN).view(1, 3, 1, 1)
+    # Over-exposed pixels are scaled back whole, not clipped channel by channel (which would
+    # turn a bright cream stripe green): hue and a* survive over-exposure too.
+    lin = lin.clamp_min(0) / lin.amax(1, keepdim=True).clamp_min(1)
+    return linear_to_srgb(lin)
 
 
 # ---------------------------------------------------------------- networks
@@ -187,13 +264,9 @@ def _conv(c_in, c_out, relu=True):
 
 
 class Decoder(nn.Module):
-    """relu3_1 features (256 ch, stride 4) back to an RGB image, the encoder's stages in reverse
-    at half its widths, ending at half resolution and upsampled bilinearly.
-
-    Its output is only ever used blurred (DETAIL_SIGMA = 2 px; the render supplies the detail),
-    so a last stage at full resolution would compute what the blur throws away. Zero padding
-    rather than reflection: the frame's border is the render's transparent surround. Each is
-    about a quarter of a training step's time.
+    """relu3_1 features (256 ch, stride 4) back to a one-channel map of the light's log contrast,
+    the encoder's stages in reverse at half its widths, ending at half resolution and upsampled
+    bilinearly. Only its zebra-average is used (see the module docstring).
     """
 
     def __init__(self):
@@ -201,29 +274,31 @@ class Decoder(nn.Module):
         self.layers = nn.Sequential(
             *_conv(256, 128), nn.Upsample(scale_factor=2, mode="nearest"),  # conv3_1, pool2
             *_conv(128, 64), *_conv(64, 64),                                  # conv2_2, conv2_1
-            *_conv(64, 3, relu=False),                                        # to RGB at stride 2
+            *_conv(64, 1, relu=False),                                        # to the map at stride 2
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),  # pool1
         )
-        # Start as "no change": stylized = render + blur(decoded(alpha) - decoded(0)) is exactly
-        # the render until training moves the last layer off zero.
+        # Start as "no change": a zero map is contrast 1.
         nn.init.zeros_(self.layers[-2].weight)
+        nn.init.zeros_(self.layers[-2].bias)
 
     def forward(self, feat):
-        return self.layers(feat)
+        return self.layers(feat) * OUTPUT_SCALE
 
 
 class AdaINNet(nn.Module):
-    """Frozen encoder + trainable decoder.
+    """Frozen encoder + trainable contrast decoder, the light within `light_bounds`
+    (DEFAULT_LIGHT_BOUNDS).
 
     The encoder never changes, so scripts encode each content image and each style image once
-    (content_features, style_stats) and hand the results to forward() (training loss) and
-    stylize_features() (inference).
+    (content_features, style_stats, scene_light) and hand the results to forward() (training
+    loss) and stylize_features() (inference).
     """
 
-    def __init__(self):
+    def __init__(self, light_bounds=None):
         super().__init__()
         self.encoder = VGGEncoder()
         self.decoder = Decoder()
+        self.light_bounds = dict(DEFAULT_LIGHT_BOUNDS, **(light_bounds or {}))
 
     def content_features(self, content):
         return self.encoder(content)[-1]
@@ -236,33 +311,37 @@ class AdaINNet(nn.Module):
         """The features the decoder must render: content blended with its (masked) AdaIN."""
         return blend(c_feat, adain_from_stats(c_feat, style_mean, style_std, content_mask), alpha)
 
-    def stylize_features(self, c_feat, style_mean, style_std, alpha, content_mask=None, content=None):
-        """Output image (N,3,H,W), not clamped, from relu3_1 content features.
-
-        With the content image (and its content_mask): the render plus the low frequencies of
-        what the decoder changes between alpha 0 and alpha (see the module docstring).
-        """
+    def contrast(self, c_feat, style_mean, style_std, alpha, content_mask):
+        """The contrast exponent (N,1,1,1) at alpha, relative to alpha 0 (so alpha 0 is no change)."""
         t = self.target(c_feat, style_mean, style_std, alpha, content_mask)
-        if content is None:
-            return self.decoder(t.to(c_feat.dtype))
-        t0 = self.target(c_feat, style_mean, style_std, 0.0, content_mask)  # the content features
-        styled, plain = self.decoder(torch.cat([t, t0]).to(c_feat.dtype)).float().chunk(2)
-        return content.float() + masked_blur(styled - plain, content_mask)
+        t0 = c_feat.float()  # the target at alpha 0
+        maps = self.decoder(torch.cat([t, t0]).to(c_feat.dtype)).float()
+        styled, plain = zebra_mean(maps, content_mask.repeat(2, 1, 1, 1)).chunk(2)
+        return contrast_factor(styled - plain, self.light_bounds)
 
-    def stylize(self, content, style, alpha, content_mask=None):
-        """Images in, images out: content (N,3,H,W) restyled towards style (N,3,H',W')."""
-        s_mean, s_std = self.style_stats(style)[-1]
-        return self.stylize_features(self.content_features(content), s_mean, s_std, alpha, content_mask,
-                                     content)
+    def stylize_features(self, c_feat, style_mean, style_std, alpha, content_mask, content, scene):
+        """The render `content` (N,3,H,W, sRGB in [0, 1]) relit alpha of the way toward the light
+        of its scene (scene_light of the background, (N,2)), in [0, 1]; content_mask (N,1,H,W)
+        is the zebra's own pixels."""
+        contrast = self.contrast(c_feat, style_mean, style_std, alpha, content_mask)
+        gain, temperature = scene_factors(scene_light(content, content_mask), scene, alpha, self.light_bounds)
+        return relight(content, content_mask, gain, contrast, temperature)
 
-    def forward(self, c_feat, style_stats, alpha=1.0, content_mask=None, detail=None):
-        """(loss_content, loss_style) for one batch of content features and style statistics,
-        measured on the output image (with the render's detail when given).
+    def forward(self, c_feat, style_stats, alpha, content_mask, content, content_stats, lights):
+        """(loss_content, loss_style) for one batch: content features, style statistics, the
+        AdaIN strength (a number), the zebra masks, the renders (the images that were encoded),
+        the zebra's own [(mean, std)] per stage, and lights = (scene_light of the zebras, of the
+        styles); measured on the relit renders.
 
-        content_mask=None means plain AdaIN over the whole frame.
-        """
+        The style target is the statistics alpha of the way from the zebra's to the scene's, as
+        the content target is the features alpha of the way: alpha 0.5 asks for half the change,
+        so the decoder learns alpha as a strength."""
+        style_stats = [(blend(cm, sm, alpha), blend(cs, ss, alpha))
+                       for (cm, cs), (sm, ss) in zip(content_stats, style_stats)]
         t = self.target(c_feat, *style_stats[-1], alpha, content_mask)
-        out = with_detail(self.decoder(t.to(c_feat.dtype)), detail, content_mask)
+        contrast = contrast_factor(zebra_mean(self.decoder(t.to(c_feat.dtype)), content_mask), self.light_bounds)
+        gain, temperature = scene_factors(lights[0], lights[1], alpha, self.light_bounds)
+        out = relight(content, content_mask, gain, contrast, temperature)
         out_feats = self.encoder(out.to(c_feat.dtype))
         loss_c = F.mse_loss(out_feats[-1].float(), t.detach())
         # The output's style is judged where the zebra is: the composite shows nothing else.

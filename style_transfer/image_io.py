@@ -1,8 +1,11 @@
 """File side of the style-transfer stage, shared by train.py, stylize.py, evaluate.py, benchmark.py:
-image folders, VGG weights, checkpoints, precision. The model itself lives in cnn_adain_model.py.
+image folders and files, flags they share, VGG weights, checkpoints, precision. The model itself
+lives in cnn_adain_model.py, the compositing of step 5 in compositing.py.
 """
 import contextlib
+import math
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +25,47 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 # ---------------------------------------------------------------- image folders
 
 def check_alpha_and_size(args):
-    """The flags train.py and stylize.py share: --alpha in [0, 1], a size the decoder can rebuild."""
-    if not 0 <= args.alpha <= 1:
+    """The flags train.py and stylize.py share: --alpha in [0, 1], a size the decoder can rebuild,
+    a seed numpy and torch both take."""
+    if not 0 <= args.alpha <= 1:  # NaN fails this too
         raise UserError(f"--alpha {args.alpha} is outside [0, 1]")
     try:
         M.check_size(args.height, args.width)
     except ValueError as e:
         raise UserError(str(e)) from None
+    check_seed(args.seed)
+
+
+def check_seed(seed):
+    if not 0 <= seed < 2 ** 32:
+        raise UserError(f"--seed {seed} is outside 0 .. 2**32 - 1")
+
+
+def check_range(name, low, high, lowest, highest):
+    """A LOW HIGH flag: finite, ordered and inside [lowest, highest]."""
+    if not (math.isfinite(low) and math.isfinite(high) and lowest <= low <= high <= highest):
+        raise UserError(f"--{name} {low:g} {high:g} must be LOW <= HIGH within [{lowest:g}, {highest:g}]")
+
+
+def check_writable(folder):
+    """Make the folder and try a file in it: a read-only or full folder is one line, before any work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test."):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def writing(path):
+    """atomic_path, with a failed write (read-only, disk full) turned into one line."""
+    try:
+        with atomic_path(path) as tmp:
+            yield tmp
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def list_images(folder, made_by=None):
@@ -52,9 +89,21 @@ def open_image(path):
         raise UserError(f"cannot read image {path}: {e}") from None
 
 
+def eight_bit(img):
+    """16- and 32-bit grey images scaled to 8 bits (PIL's convert would clip them: near-white)."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        a = np.asarray(img).astype(np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and a.max() > 255):
+            a = a / 257.0
+        elif img.mode == "F" and a.max() <= 1.0:
+            a = a * 255.0
+        return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+    return img
+
+
 def load_rgba(path, height, width):
     """(H, W, 4) uint8 of any mode: images without transparency get alpha 255; resized if needed."""
-    img = open_image(path)
+    img = eight_bit(open_image(path))
     has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
     img = img.convert("RGBA") if has_alpha else img.convert("RGB").convert("RGBA")
     if img.size != (width, height):
@@ -64,7 +113,7 @@ def load_rgba(path, height, width):
 
 def load_rgb_cover(path, height, width):
     """(H, W, 3) uint8: centre-cropped to the H:W aspect, then resized (a photo is not squashed)."""
-    return cover(open_image(path).convert("RGB"), height, width)
+    return cover(eight_bit(open_image(path)).convert("RGB"), height, width)
 
 
 def load_rgb_cover_array(array, height, width):
@@ -89,7 +138,7 @@ def to_tensor(images):
 
 def save_image(array, path, **kwargs):
     """Write a uint8 (H, W, 3|4) array atomically (format from the suffix)."""
-    with atomic_path(path) as tmp:
+    with writing(path) as tmp:
         fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower(), "PNG")
         Image.fromarray(array).save(tmp, format=fmt, **kwargs)
 
@@ -196,21 +245,28 @@ def vgg_features_state(choice):
 
 # ---------------------------------------------------------------- checkpoints
 
+CHECKPOINT_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "train_losses", "config", "model_args")
+
+
 def save_checkpoint(path, ckpt):
-    with atomic_path(path) as tmp:
+    with writing(path) as tmp:
         torch.save(ckpt, tmp)
 
 
 def load_checkpoint(path, height=None, width=None):
-    """The checkpoint dict, checked: readable, our architecture, and (if given) the same H x W."""
+    """The checkpoint dict, checked: readable, complete, our architecture, and (if given) the same H x W."""
     path = require_file(path, made_by=MADE_BY[STYLE_CHECKPOINT])
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+        raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     arch = ckpt.get("model_args", {}).get("architecture") if isinstance(ckpt, dict) else None
     if arch != M.ARCHITECTURE:
         raise UserError(f"{path} was made by another architecture ({arch!r}, expected {M.ARCHITECTURE!r}): "
+                        "retrain with cd style_transfer && python train.py")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}: it is damaged or not made by train.py; "
                         "retrain with cd style_transfer && python train.py")
     h, w = ckpt["model_args"]["height"], ckpt["model_args"]["width"]
     if height is not None and (h, w) != (height, width):
@@ -220,10 +276,10 @@ def load_checkpoint(path, height=None, width=None):
 
 
 def model_from_checkpoint(ckpt):
-    net = M.AdaINNet()
+    net = M.AdaINNet(ckpt["model_args"].get("light_bounds"))
     try:
-        net.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError) as e:
+        net.load_state_dict(ckpt["model_state_dict"])
+    except (RuntimeError, KeyError, TypeError) as e:
         raise UserError(f"checkpoint weights do not fit {M.ARCHITECTURE}: {str(e).splitlines()[0]}") from None
     return net.eval()
 

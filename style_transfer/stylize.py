@@ -1,12 +1,14 @@
 """python stylize.py --height=64 --width=64 --alpha=0.5
 
 Step 5: every rendered zebra of step 3 gets a background (seeded; backgrounds are reused in
-seeded rounds when there are more zebras than backgrounds), is restyled with masked AdaIN
-(zebra = content, background = style, statistics of the zebra's own pixels only; the render keeps
-its own stripes and takes the decoder's change of tone, see cnn_adain_model.py), and is
-composited with its render's own alpha onto the background centre-cropped/resized to H x W.
-Pixels outside the silhouette are the background's, so the silhouette and every keypoint stay
-exactly where Blender put them; the render must therefore already be H x W (no rescaling of labels).
+seeded rounds when there are more zebras than backgrounds), is relit toward it with masked AdaIN
+(zebra = content, background = style, statistics of the zebra's own pixels only; only exposure,
+contrast and colour temperature change, see cnn_adain_model.py), casts step 3's shadow on it, and
+is composited with its render's own alpha onto the background centre-cropped/resized to H x W.
+Then one camera for the whole frame: a blur, sensor noise and a JPEG quality drawn per frame
+(compositing.py). Pixels outside the silhouette are the background's, so the silhouette and every
+keypoint stay exactly where Blender put them; the render must therefore already be H x W (no
+rescaling of labels). --alpha 0 is the render composited as is (before the camera).
 
 Writes (atomically) in style_transfer/:
   stylized_images/stylized_zebra_00000.jpg ...   frame k of step 3 -> stylized_zebra_k
@@ -27,12 +29,23 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.files import (BACKGROUND_DIR, MADE_BY, RENDER_ANNOTATIONS, STYLE_CHECKPOINT, STYLIZED_DIR,  # noqa: E402
-                         SYNTH_DIR, UserError, atomic_path, frame_name, require_file, run_main, save_json)
+                         SYNTH_DIR, UserError, frame_name, require_file, run_main)
 
+from pasyn import manifest  # noqa: E402
+
+import backgrounds  # noqa: E402
+import compositing  # noqa: E402
 import image_io  # noqa: E402
-from make_backgrounds import background_files  # noqa: E402
 
-JPEG_QUALITY = 95
+SHEET_QUALITY = 95                      # the contact sheet is for people, not the data set
+SHADOW_DIR = SYNTH_DIR.parent.parent / "synthetic_shadows"
+
+# The camera shared by zebra and background (see the README's "One camera" for the measurements).
+DEFAULT_ZEBRA_BLUR = 0.7                # px: the render's extra crispness over a photo scaled to 64 px
+DEFAULT_BLUR = (0.0, 0.5)               # whole-frame Gaussian sigma, px of the output frame
+DEFAULT_NOISE = (0.5, 3.0)              # sensor noise sigma, 8-bit units
+DEFAULT_JPEG = (75, 95)                 # JPEG quality
+DEFAULT_SHADOW_STRENGTH = 0.6           # a full shadow keeps 40% of the ground's light
 
 
 def parse_args(argv):
@@ -47,6 +60,18 @@ def parse_args(argv):
     p.add_argument("--frames_dir", type=Path, default=SYNTH_DIR)
     p.add_argument("--annotations", type=Path, default=RENDER_ANNOTATIONS)
     p.add_argument("--backgrounds", type=Path, default=BACKGROUND_DIR)
+    p.add_argument("--shadow_dir", type=Path, default=SHADOW_DIR,
+                   help="step 3's shadow images, named like the frames (none there: no shadows)")
+    p.add_argument("--shadow_strength", type=float, default=DEFAULT_SHADOW_STRENGTH,
+                   help="share of the ground's light a full shadow takes away, in linear light (default: 0.6)")
+    p.add_argument("--zebra_blur", type=float, default=DEFAULT_ZEBRA_BLUR,
+                   help="blur sigma (px) of the render layer, to the backgrounds' sharpness (default: 0.7)")
+    p.add_argument("--blur_range", type=float, nargs=2, default=DEFAULT_BLUR, metavar=("LOW", "HIGH"),
+                   help="camera blur sigma in px over the whole frame, drawn per frame (default: 0 0.5)")
+    p.add_argument("--noise_range", type=float, nargs=2, default=DEFAULT_NOISE, metavar=("LOW", "HIGH"),
+                   help="sensor noise sigma in 8-bit units, drawn per frame (default: 0.5 3)")
+    p.add_argument("--jpeg_quality_range", type=int, nargs=2, default=DEFAULT_JPEG, metavar=("LOW", "HIGH"),
+                   help="JPEG quality, drawn per frame (default: 75 95)")
     p.add_argument("--out_dir", type=Path, default=STYLIZED_DIR)
     return p.parse_args(argv)
 
@@ -55,6 +80,12 @@ def check_args(args):
     image_io.check_alpha_and_size(args)
     if args.batch_size < 1:
         raise UserError("--batch_size must be at least 1")
+    if not 0 <= args.shadow_strength <= 1:
+        raise UserError(f"--shadow_strength {args.shadow_strength} is outside [0, 1]")
+    image_io.check_range("blur_range", *args.blur_range, 0, 5)
+    image_io.check_range("zebra_blur", 0, args.zebra_blur, 0, 5)
+    image_io.check_range("noise_range", *args.noise_range, 0, 50)
+    image_io.check_range("jpeg_quality_range", *args.jpeg_quality_range, 1, 100)
 
 
 def read_render_annotations(path):
@@ -91,53 +122,9 @@ def load_renders(images, frames_dir, height, width):
     return np.stack(out)
 
 
-def assign_backgrounds(n, n_backgrounds, seed):
-    """Background index per zebra: seeded rounds through all backgrounds, each once per round."""
-    rng = np.random.default_rng(seed)
-    rounds = -(-n // n_backgrounds)
-    return np.concatenate([rng.permutation(n_backgrounds) for _ in range(rounds)])[:n]
-
-
-@torch.inference_mode()
-def background_stats(net, backgrounds, dev, precision, batch_size):
-    """relu3_1 (mean, std) of each background, computed once and shared by its zebras."""
-    means, stds = [], []
-    for i in range(0, len(backgrounds), batch_size):
-        x = image_io.fast_layout(image_io.to_tensor(backgrounds[i:i + batch_size]).to(dev), dev)
-        with image_io.autocast(dev, precision):
-            m, s = net.style_stats(x)[-1]
-        means.append(m)
-        stds.append(s)
-    return torch.cat(means), torch.cat(stds)
-
-
-@torch.inference_mode()
-def stylize_batch(net, renders, backgrounds, s_mean, s_std, alpha, dev, precision):
-    """Masked AdaIN of the zebras (the render + the decoder's change of tone), composited with
-    their own alpha: uint8 (B, 3, H, W)."""
-    rgba = image_io.to_tensor(renders).to(dev)
-    a = rgba[:, 3:]
-    content = image_io.fast_layout(rgba[:, :3] * a, dev)  # transparent part black, as in training
-    with image_io.autocast(dev, precision):
-        styled = net.stylize_features(net.content_features(content), s_mean, s_std, alpha, a,
-                                      rgba[:, :3])  # the render itself, stripes and all
-    bg = image_io.to_tensor(backgrounds).to(dev)
-    out = a * styled.float().clamp(0, 1) + (1 - a) * bg  # a = 0: exactly the background
-    return (out * 255).round().to(torch.uint8).cpu()
-
-
-def stylize_all(net, renders, backgrounds, assignment, alpha, dev, precision, batch_size):
-    s_mean, s_std = background_stats(net, backgrounds, dev, precision, batch_size)
-    out = []
-    for i in tqdm(range(0, len(renders), batch_size), desc="stylizing", unit="batch"):
-        idx = assignment[i:i + batch_size]
-        out.append(stylize_batch(net, renders[i:i + batch_size], backgrounds[idx], s_mean[idx], s_std[idx],
-                                 alpha, dev, precision))
-    return torch.cat(out)
-
-
 def contact_sheet(images, annotations, path, n=16, cols=4):
-    """The first n stylized frames, enlarged, with the AP-10K skeleton drawn from the labels."""
+    """The first n stylized frames, enlarged, with the AP-10K skeletons drawn from the labels
+    (annotations: a list of the frame's annotations per frame)."""
     from PIL import Image
     n = min(n, len(images))
     h, w = images.shape[2:]
@@ -146,9 +133,10 @@ def contact_sheet(images, annotations, path, n=16, cols=4):
     sheet = Image.new("RGB", (cols * w * scale, rows * h * scale), (40, 40, 40))
     for k in range(n):
         tile = Image.fromarray(images[k].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
-        image_io.draw_skeleton(tile, annotations[k]["keypoints"], scale)
+        for ann in annotations[k]:  # every zebra of the frame (a herd has several)
+            image_io.draw_skeleton(tile, ann["keypoints"], scale)
         sheet.paste(tile, ((k % cols) * w * scale, (k // cols) * h * scale))
-    image_io.save_image(np.asarray(sheet), path, quality=JPEG_QUALITY)
+    image_io.save_image(np.asarray(sheet), path, quality=SHEET_QUALITY)
 
 
 def main(argv=None):
@@ -156,38 +144,51 @@ def main(argv=None):
     check_args(args)
     ckpt = image_io.load_checkpoint(args.checkpoint, args.height, args.width)
     data, images = read_render_annotations(args.annotations)
+    manifest.check_images(args.annotations, args.frames_dir, shadow_dir=args.shadow_dir)  # renders belong to the labels
     renders = load_renders(images, args.frames_dir, args.height, args.width)
-    bg_files = background_files(args.backgrounds)
-    backgrounds = np.stack([image_io.load_rgb_cover(f, args.height, args.width) for f in bg_files])
-    assignment = assign_backgrounds(len(renders), len(backgrounds), args.seed)
+    by_image = {}
+    for a in data["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    masks = compositing.zebra_masks(renders, [by_image[im["id"]] for im in images])
+    shadows = compositing.load_shadows([im["file_name"] for im in images], args.shadow_dir, args.height, args.width)
+    bg_files = backgrounds.background_files(args.backgrounds)
+    bgs = np.stack([image_io.load_rgb_cover(f, args.height, args.width) for f in bg_files])
+    assignment = compositing.assign_backgrounds(len(renders), len(bgs), args.seed)
+    camera = compositing.camera_draws([im["id"] for im in images], args.seed, args.blur_range, args.noise_range,
+                                      args.jpeg_quality_range)
+    image_io.check_writable(args.out_dir)
+    image_io.check_writable(args.out_dir.parent)
 
     dev, precision = image_io.device(), image_io.choose_precision(args.precision)
     net = image_io.model_from_checkpoint(ckpt).to(dev, memory_format=torch.channels_last)
-    print(f"{len(renders)} zebras, {len(backgrounds)} backgrounds, {args.height}x{args.width}, "
+    print(f"{len(renders)} zebras, {len(bgs)} backgrounds, {args.height}x{args.width}, "
           f"alpha {args.alpha}, {dev.type} {precision}")
-    stylized = stylize_all(net, renders, backgrounds, assignment, args.alpha, dev, precision, args.batch_size)
+    stylized = compositing.compose_all(net, renders, masks, bgs, assignment, args.alpha, dev, precision,
+                                       args.batch_size, shadows, args.shadow_strength, camera,
+                                       zebra_blur=args.zebra_blur)
 
     names = [stylized_name(im["file_name"], k) for k, im in enumerate(images)]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     for k in tqdm(range(len(names)), desc="writing jpgs", unit="img"):
-        image_io.save_image(stylized[k].permute(1, 2, 0).numpy(), args.out_dir / names[k], quality=JPEG_QUALITY,
+        image_io.save_image(stylized[k].permute(1, 2, 0).numpy(), args.out_dir / names[k], quality=camera[k][2],
                             subsampling=0)  # full-resolution colour: a 64x64 frame has few pixels to spare
     # Same COCO file, same labels; only file_name moves to the stylized jpg.
-    by_image = {a["image_id"]: a for a in data["annotations"]}
-    out = dict(data, images=[dict(im, file_name=nm) for im, nm in zip(images, names)],
-               annotations=[by_image[im["id"]] for im in images])
+    out = dict(data, images=[dict(im, file_name=nm) for im, nm in zip(images, names)])
     out["info"] = dict(data.get("info", {}), stylized={
         "alpha": args.alpha, "seed": args.seed, "checkpoint": str(args.checkpoint),
-        "backgrounds": [str(bg_files[i].name) for i in assignment]})
-    save_json(args.out_dir / "annotations.json", out)
+        "backgrounds": [str(bg_files[i].name) for i in assignment],
+        "shadows": shadows is not None, "shadow_strength": args.shadow_strength, "zebra_blur": args.zebra_blur,
+        "camera": [{"blur_sigma": round(b, 4), "noise_sigma": round(n, 4), "jpeg_quality": q}
+                   for b, n, q, _ in camera]})
+    with image_io.writing(args.out_dir / "annotations.json") as tmp:
+        tmp.write_text(json.dumps(out, indent=1))
     pt_path = args.out_dir.with_suffix(".pt")
-    with atomic_path(pt_path) as tmp:
+    with image_io.writing(pt_path) as tmp:
         torch.save(stylized, tmp)
     sheet = args.out_dir.parent / f"{args.out_dir.name}_contact_sheet.jpg"
-    contact_sheet(stylized, out["annotations"], sheet)
+    contact_sheet(stylized, [by_image[im["id"]] for im in images], sheet)
     # Frames of an earlier, longer run would otherwise sit beside the new ones unlabelled.
     for old in set(args.out_dir.glob("stylized_zebra_*.jpg")) - {args.out_dir / nm for nm in names}:
-        old.unlink()
+        old.unlink(missing_ok=True)
     print(f"wrote {len(names)} images to {args.out_dir}, {args.out_dir / 'annotations.json'}, {pt_path}, {sheet}")
 
 
