@@ -1,0 +1,77 @@
+"""Scores of step 6: PCK by bbox size (ours: no library does it) and OKS AP (pycocotools' COCOeval).
+
+PCK@a: a labelled keypoint (v > 0) is correct when the prediction lies within a x the longer side
+of the animal's bbox. OKS AP: COCO's keypoint AP with the data set's own sigmas (AP-10K's for our
+zebra), the figure MMPose reports for AP-10K.
+"""
+import contextlib
+import io
+
+import numpy as np
+
+
+def pck(pred, gt, bboxes, alpha):
+    """(overall, per keypoint (K,), count per keypoint (K,)) at threshold alpha x longer bbox side.
+
+    pred (N, K, 2), gt (N, K, 3) with COCO visibility, bboxes (N, 4) [x, y, w, h]. A keypoint
+    that no animal has labelled gets NaN.
+    """
+    pred, gt, bboxes = np.asarray(pred, float), np.asarray(gt, float), np.asarray(bboxes, float)
+    labelled = gt[..., 2] > 0
+    dist = np.linalg.norm(pred - gt[..., :2], axis=-1)
+    threshold = alpha * np.maximum(bboxes[:, 2], bboxes[:, 3])[:, None]
+    hit = (dist <= threshold) & labelled
+    count = labelled.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_kp = np.where(count > 0, hit.sum(0) / np.maximum(count, 1), np.nan)
+    overall = hit.sum() / labelled.sum() if labelled.any() else float("nan")
+    return float(overall), per_kp, count
+
+
+def coco_ground_truth(records, category):
+    """A COCO dict of exactly these records (what COCOeval compares against)."""
+    images = sorted({r["image_id"] for r in records})
+    anns = []
+    for i, r in enumerate(records, start=1):
+        kps = r["keypoints"].copy()
+        kps[kps[:, 2] <= 0] = 0
+        anns.append({"id": i, "image_id": r["image_id"], "category_id": category["id"],
+                     "keypoints": kps.reshape(-1).tolist(), "num_keypoints": int((kps[:, 2] > 0).sum()),
+                     "bbox": [float(b) for b in r["bbox"]], "area": float(r["area"]), "iscrowd": 0})
+    return {"images": [{"id": i} for i in images], "annotations": anns,
+            "categories": [{"id": category["id"], "name": category.get("name", ""),
+                            "keypoints": list(category["keypoints"]),
+                            "skeleton": category.get("skeleton", [])}]}
+
+
+def oks_ap(gt_dict, results, sigmas):
+    """COCOeval keypoint stats: {"AP", "AP50", "AP75", "AR"} for result dicts (COCO results format)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    if not results:
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "AR": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO()
+        gt.dataset = gt_dict
+        gt.createIndex()
+        dt = gt.loadRes([dict(r) for r in results])  # loadRes rewrites bbox and area in place
+        ev = COCOeval(gt, dt, "keypoints")
+        ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=float)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    s = ev.stats
+    return {"AP": float(s[0]), "AP50": float(s[1]), "AP75": float(s[2]), "AR": float(s[5])}
+
+
+def results_entries(records, category_id, points, scores, crop_boxes):
+    """COCO keypoint results: one dict per animal, keypoints [x, y, score] * K, mean score, the
+    square box the network cropped."""
+    out = []
+    for r, p, s, box in zip(records, points, scores, crop_boxes):
+        kps = np.concatenate([p, s[:, None]], 1)
+        out.append({"image_id": r["image_id"], "category_id": category_id,
+                    "keypoints": [round(float(v), 3) for v in kps.reshape(-1)],
+                    "score": round(float(np.mean(s)), 5),
+                    "bbox": [round(float(v), 3) for v in box]})
+    return out
