@@ -46,6 +46,7 @@ from pasyn import manifest, shards  # noqa: E402
 from pasyn.coco import bbox_from_alpha, rle_encode, zebra_fields  # noqa: E402
 from pasyn.angles import LEG_CHAINS, N_POSE, chain_directions_from_pose, matrix_from_euler, rotation_between  # noqa: E402
 from pasyn.angles import OURS, pose_file_convention, sidecar_path, to_ours  # noqa: E402
+from pasyn.progress import progress  # noqa: E402
 from pasyn.files import BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, Stopped, UserError, load_array, run_main, shadow_dir_for  # noqa: E402
 from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, KEYPOINTS, REST_BONES, keypoint_position  # noqa: E402
 
@@ -549,29 +550,6 @@ def read_alpha(path, width, height):
 
 # --- the run ---------------------------------------------------------------------------------
 
-class Progress:
-    """tqdm when installed (pip bpy), else a short line every 10% (Debian Blender's Python lacks tqdm)."""
-
-    def __init__(self, total):
-        try:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="frame")
-        except ImportError:
-            self.bar, self.total, self.n, self.t0 = None, total, 0, time.perf_counter()
-
-    def update(self):
-        if self.bar is not None:
-            return self.bar.update(1)
-        self.n += 1
-        if self.n == self.total or self.n % max(1, self.total // 10) == 0:
-            rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
-            print(f"{self.n}/{self.total} frames, {rate:.1f} frames/s", file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 def open_shard(path, args, info):
     """This range's label record: resumed when it is the same job, else new (the caller clears the old job)."""
     if path.exists():
@@ -808,7 +786,7 @@ def main(argv=None):
               flush=True)
 
     # render, saving the labels now and then so a stopped run resumes
-    timing, progress, last_save, t_start = {}, Progress(len(todo)), time.perf_counter(), time.perf_counter()
+    timing, bar, last_save, t_start = {}, progress(total=len(todo), unit="frame"), time.perf_counter(), time.perf_counter()
     n_rendered = 0
     try:
         for i in todo:
@@ -817,14 +795,14 @@ def main(argv=None):
             shard["done"][i - args.frame_start] = False
             render_frame(scene, rig, sun, ambient, tangents, args, i, poses[i], shard, timing, stage)
             n_rendered += 1
-            progress.update()
+            bar.update()
             if time.perf_counter() - last_save > SAVE_EVERY_S:
                 shards.save_shard(shard_file, shard)
                 last_save = time.perf_counter()
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the same way out
         stop.signal = stop.signal or "SIGINT"
     finally:
-        progress.close()
+        bar.close()
         shards.save_shard(shard_file, shard)
     report_speed(n_rendered, time.perf_counter() - t_start, timing)
     if stop.signal and not shard["done"].all():  # stopped after the last frame: the labels are written as usual

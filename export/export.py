@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.progress import progress  # noqa: E402
 from pasyn.files import RENDER_ANNOTATIONS, STYLIZED_DIR, SYNTH_DIR, UserError, require_file, run_main  # noqa: E402
 
 import formats  # noqa: E402
@@ -129,7 +128,7 @@ def main(argv=None):
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    bar = tqdm(total=len(samples), desc="images", unit="img")
+    bar = progress(total=len(samples), desc="images", unit="img")
 
     def place(sample, dst):
         formats.place_image(sample, dst, args.link, args.background)

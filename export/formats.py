@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from pasyn.files import UserError
-from pasyn.rig import AP10K_KEYPOINTS, AP10K_SKELETON
+from pasyn.rig import AP10K_KEYPOINTS, AP10K_OKS_SIGMAS, AP10K_SKELETON
 
 N_KP = len(AP10K_KEYPOINTS)
 
@@ -33,10 +33,6 @@ def flip_index(names):
 
 
 FLIP_IDX = flip_index(AP10K_KEYPOINTS)
-# AP-10K's OKS sigmas, in its keypoint order (the same 17 numbers as COCO's human sigmas, in another
-# order: Ultralytics' default for 17 keypoints would pair them with the wrong joints)
-AP10K_OKS_SIGMAS = [0.025, 0.025, 0.026, 0.035, 0.035, 0.079, 0.072, 0.062, 0.079, 0.072,
-                    0.062, 0.107, 0.087, 0.089, 0.107, 0.087, 0.089]
 
 
 @dataclass

@@ -26,7 +26,8 @@ except ImportError:  # Blender's own Python
 LOG_STEP = 0.10        # a line each time another 10% is done...
 LOG_MIN_GAP_S = 3.0    # ...but not sooner than this after the previous line
 LOG_EVERY_S = 30.0     # and at least this often while the work goes on (also for bars without a total)
-LOG_FORMAT = "{percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+# tqdm's own line without the bar graphics ("%|" stays: log filters look for it)
+LOG_FORMAT = "{percentage:3.0f}%| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 LOG_FORMAT_NO_TOTAL = "{n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
 
 
@@ -62,6 +63,8 @@ if tqdm is not None:
                 kwargs.setdefault("mininterval", 0.5)  # how often tqdm calls display(); the pacer decides
             self._started = False  # tqdm displays once inside __init__: nothing to log yet
             super().__init__(*args, **kwargs)
+            if self.disable:  # tqdm(disable=True) stops half-way through __init__: nothing to set up
+                return
             if self._log_lines and "bar_format" not in kwargs:
                 fmt = LOG_FORMAT if self.total else LOG_FORMAT_NO_TOTAL
                 self.bar_format = ("{desc}: " + fmt) if self.desc else fmt
@@ -89,10 +92,11 @@ if tqdm is not None:
 class PlainLines:
     """The part of tqdm the stages use, as plain lines only (for a Python without tqdm)."""
 
-    def __init__(self, iterable=None, desc=None, total=None, unit="it", initial=0, file=None, **_ignored):
+    def __init__(self, iterable=None, desc=None, total=None, unit="it", initial=0, file=None, disable=False,
+                 **_ignored):
         self.iterable, self.desc, self.unit, self.n = iterable, desc, unit, initial
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
-        self.file, self.postfix, self.closed = file or sys.stderr, "", False
+        self.file, self.postfix, self.closed = file or sys.stderr, "", bool(disable)  # disabled: never writes
         self.t0, self.initial = time.monotonic(), initial
         self._pacer = LinePacer(self._fraction() or 0.0)
 
@@ -116,7 +120,7 @@ class PlainLines:
     def _line(self):
         elapsed = time.monotonic() - self.t0
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
-        done = f"{100 * self.n / self.total:3.0f}% {self.n}/{self.total}" if self.total else f"{self.n}"
+        done = f"{100 * self.n / self.total:3.0f}%| {self.n}/{self.total}" if self.total else f"{self.n}"
         line = f"{done} [{elapsed:.0f} s, {rate:.2f} {self.unit}/s{self.postfix}]"
         return f"{self.desc}: {line}" if self.desc else line
 

@@ -85,6 +85,10 @@ AP10K_KEYPOINTS = [
 ]
 AP10K_SKELETON = [[1, 2], [1, 3], [2, 3], [3, 4], [4, 5], [4, 6], [6, 7], [7, 8], [4, 9],
                   [9, 10], [10, 11], [5, 12], [12, 13], [13, 14], [5, 15], [15, 16], [16, 17]]
+# AP-10K's OKS sigmas, one per keypoint in its order (COCO's 17 human sigmas in another order, so a tool's
+# COCO default would pair them with the wrong joints): pose_net's OKS AP and the YOLO export use them.
+AP10K_OKS_SIGMAS = [0.025, 0.025, 0.026, 0.035, 0.035, 0.079, 0.072, 0.062, 0.079, 0.072,
+                    0.062, 0.107, 0.087, 0.089, 0.107, 0.087, 0.089]
 AP10K_ZEBRA_CATEGORY = {
     "id": 22, "name": "zebra", "supercategory": "Equidae",
     "keypoints": AP10K_KEYPOINTS, "skeleton": AP10K_SKELETON,

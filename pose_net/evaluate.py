@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.drawing import draw_keypoints  # noqa: E402
 from pasyn.files import UserError, atomic_path, run_main  # noqa: E402
 from pasyn.progress import progress  # noqa: E402
+from pasyn.rig import AP10K_OKS_SIGMAS  # noqa: E402
 
 import metrics  # noqa: E402
 import pose_data as D  # noqa: E402
@@ -144,7 +145,7 @@ def main(argv=None):
     crop_boxes = D.cropped_boxes(canvases, np.arange(len(records)), size)
     results = metrics.results_entries(records, cat["id"], pred, scores, crop_boxes)
     if D.is_ap10k(names):
-        ap = metrics.oks_ap(metrics.coco_ground_truth(records, cat), results, D.AP10K_SIGMAS)
+        ap = metrics.oks_ap(metrics.coco_ground_truth(records, cat), results, AP10K_OKS_SIGMAS)
         out.update(ap)
         print(f"OKS AP (pycocotools COCOeval, AP-10K's sigmas): AP {ap['AP']:.3f}  AP50 {ap['AP50']:.3f}  "
               f"AP75 {ap['AP75']:.3f}  AR {ap['AR']:.3f}")

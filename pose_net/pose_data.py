@@ -27,9 +27,6 @@ CROP_PAD = 1.25     # crop side / longer bbox side (MMPose's padding)
 CANVAS_SPAN = 2.5   # canvas side / longer bbox side; the crop is its centre half
 GREY = 128          # what a transparent background (a step 3 render) is composited onto
 
-# AP-10K's OKS sigmas, one per keypoint in AP-10K's order (the values AP-10K is evaluated with).
-AP10K_SIGMAS = [0.025, 0.025, 0.026, 0.035, 0.035, 0.079, 0.072, 0.062, 0.079, 0.072,
-                0.062, 0.107, 0.087, 0.089, 0.107, 0.087, 0.089]
 
 
 # ---------------------------------------------------------------- COCO keypoint files

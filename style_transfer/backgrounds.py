@@ -152,8 +152,8 @@ def is_generated(path):
 
 
 def write_backgrounds(folder, n, size, seed):
-    from tqdm import tqdm
-    for i in tqdm(range(n), desc="backgrounds", unit="img"):
+    from pasyn.progress import progress
+    for i in progress(range(n), desc="backgrounds", unit="img"):
         rng = np.random.default_rng([seed, i])
         image_io.save_image(make_background(rng, size), Path(folder) / frame_name(PREFIX, i, "png"))
 

@@ -203,10 +203,10 @@ def compose_batch(net, renders, masks, backgrounds, s_mean, s_std, alpha, dev, p
 def compose_all(net, renders, masks, backgrounds, assignment, alpha, dev, precision, batch_size,
                 shadows=None, shadow_strength=0.0, camera=None, progress=True, zebra_blur=0.0):
     """compose_batch over every frame (uint8 (N, 3, H, W)), background statistics computed once."""
-    from tqdm import tqdm
+    from pasyn.progress import progress as progress_bar  # `progress` is this function's flag
     s_mean, s_std = background_stats(net, backgrounds, dev, precision, batch_size)
     out = []
-    for i in tqdm(range(0, len(renders), batch_size), desc="stylizing", unit="batch", disable=not progress):
+    for i in progress_bar(range(0, len(renders), batch_size), desc="stylizing", unit="batch", disable=not progress):
         j, idx = slice(i, i + batch_size), assignment[i:i + batch_size]
         out.append(compose_batch(net, renders[j], masks[j], backgrounds[idx], s_mean[idx], s_std[idx], alpha,
                                  dev, precision, None if shadows is None else shadows[j], shadow_strength,

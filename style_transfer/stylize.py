@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.files import (BACKGROUND_DIR, MADE_BY, RENDER_ANNOTATIONS, STYLE_CHECKPOINT, STYLIZED_DIR,  # noqa: E402
                          SYNTH_DIR, UserError, frame_name, require_file, run_main)
 
 from pasyn import manifest  # noqa: E402
+from pasyn.progress import progress  # noqa: E402
 
 import backgrounds  # noqa: E402
 import compositing  # noqa: E402
@@ -111,7 +111,7 @@ def stylized_name(frame_file, k):
 def load_renders(images, frames_dir, height, width):
     """(N, H, W, 4) uint8 renders in annotation order; each must exist and be H x W already."""
     out = []
-    for im in tqdm(images, desc="renders", unit="img"):
+    for im in progress(images, desc="renders", unit="img"):
         path = Path(frames_dir) / im["file_name"]
         require_file(path, made_by=MADE_BY[SYNTH_DIR])
         size = image_io.open_image(path).size
@@ -168,7 +168,7 @@ def main(argv=None):
                                        zebra_blur=args.zebra_blur)
 
     names = [stylized_name(im["file_name"], k) for k, im in enumerate(images)]
-    for k in tqdm(range(len(names)), desc="writing jpgs", unit="img"):
+    for k in progress(range(len(names)), desc="writing jpgs", unit="img"):
         image_io.save_image(stylized[k].permute(1, 2, 0).numpy(), args.out_dir / names[k], quality=camera[k][2],
                             subsampling=0)  # full-resolution colour: a 64x64 frame has few pixels to spare
     # Same COCO file, same labels; only file_name moves to the stylized jpg.

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.files import BACKGROUND_DIR, MADE_BY, STYLE_CHECKPOINT, SYNTH_DIR, UserError, run_main  # noqa: E402
 
 from pasyn import manifest  # noqa: E402
 from pasyn.files import RENDER_ANNOTATIONS  # noqa: E402
+from pasyn.progress import progress  # noqa: E402
 
 import backgrounds  # noqa: E402
 import cnn_adain_model as M  # noqa: E402
@@ -168,7 +168,7 @@ def split_holdout(files, fraction, seed):
 def load_content(files, height, width, annotations):
     """The renders with the transparent part black, uint8 (N,3,H,W), and the zebra masks (N,1,H,W)
     uint8: each frame's segmentation where `annotations` ({file name: annotation}) has one, else alpha."""
-    rgba = np.stack([image_io.load_rgba(f, height, width) for f in tqdm(files, desc="content images", unit="img")])
+    rgba = np.stack([image_io.load_rgba(f, height, width) for f in progress(files, desc="content images", unit="img")])
     masks = compositing.zebra_masks(rgba, [annotations.get(Path(f).name) for f in files])
     alpha = rgba[..., 3:].astype(np.float32) / 255.0
     rgb = torch.from_numpy(np.round(rgba[..., :3] * alpha).astype(np.uint8)).permute(0, 3, 1, 2).contiguous()
@@ -180,7 +180,7 @@ def encode_content(net, rgb, masks, dev, precision):
     """relu3_1 features of every content image, computed once (frozen encoder), stored float16,
     and the zebra's own per-stage (mean, std) (the start of the style target's way)."""
     feats, stats = [], []
-    for i in tqdm(range(0, len(rgb), ENCODE_BATCH), desc="encoding content", unit="batch"):
+    for i in progress(range(0, len(rgb), ENCODE_BATCH), desc="encoding content", unit="batch"):
         x = rgb[i:i + ENCODE_BATCH].to(dev).float() / 255
         m = masks[i:i + ENCODE_BATCH].to(dev).float() / 255
         with image_io.autocast(dev, precision):
@@ -196,7 +196,7 @@ def encode_style(net, files, height, width, dev, precision):
     """Per-stage (mean, std) of every style image, computed once: [(N,C,1,1), (N,C,1,1)] * 3,
     and its scene_light (N, 2)."""
     rgb = image_io.to_tensor(np.stack([image_io.load_rgb_cover(f, height, width)
-                                       for f in tqdm(files, desc="style images", unit="img")]))
+                                       for f in progress(files, desc="style images", unit="img")]))
     per_batch = []
     for i in range(0, len(rgb), ENCODE_BATCH):
         with image_io.autocast(dev, precision):
@@ -308,7 +308,7 @@ def main(argv=None):
             net.decoder.train()
             t0 = time.perf_counter()
             first = start_step if epoch == start_epoch else 0
-            bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+            bar = progress(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
             for b in bar:
                 idx = torch.from_numpy(order[b * bs:(b + 1) * bs])
                 sidx = torch.from_numpy(style_pick[b * bs:(b + 1) * bs])

@@ -18,7 +18,7 @@ sys.path[:0] = [str(REPO), str(POSE_NET)]
 import metrics  # noqa: E402
 import model as M  # noqa: E402
 import pose_data as D  # noqa: E402
-from pasyn.rig import AP10K_KEYPOINTS, AP10K_ZEBRA_CATEGORY  # noqa: E402
+from pasyn.rig import AP10K_KEYPOINTS, AP10K_OKS_SIGMAS, AP10K_ZEBRA_CATEGORY  # noqa: E402
 
 # A stick animal facing left, AP-10K's 17 keypoints in a unit box (x, y): drawn shapes at known points.
 TEMPLATE = np.array([
@@ -105,7 +105,7 @@ def one_record(xy, area=400.0, image_id=1):
 
 def test_oks_ap_matches_the_hand_computed_oks():
     rec = one_record(np.random.default_rng(0).uniform(0, 30, (17, 2)))
-    sigmas = np.array(D.AP10K_SIGMAS)
+    sigmas = np.array(AP10K_OKS_SIGMAS)
     d = 1.5  # every prediction 1.5 px to the right
     oks = np.mean(np.exp(-d ** 2 / (2 * rec["area"] * (2 * sigmas) ** 2)))
     expected = sum(oks >= t for t in np.linspace(0.5, 0.95, 10)) / 10
@@ -113,7 +113,7 @@ def test_oks_ap_matches_the_hand_computed_oks():
     gt = metrics.coco_ground_truth([rec], AP10K_ZEBRA_CATEGORY)
     pred = rec["keypoints"][None, :, :2] + [d, 0]
     res = metrics.results_entries([rec], 22, pred, np.ones((1, 17)), [[0, 0, 50, 50]])
-    assert metrics.oks_ap(gt, res, D.AP10K_SIGMAS)["AP"] == pytest.approx(expected)
+    assert metrics.oks_ap(gt, res, AP10K_OKS_SIGMAS)["AP"] == pytest.approx(expected)
     assert res[0]["bbox"] == [0, 0, 50, 50]  # pycocotools must not rewrite our results
 
 
@@ -125,7 +125,7 @@ def test_ground_truth_scored_against_itself_is_perfect():
     bboxes = np.stack([r["bbox"] for r in recs])
     assert metrics.pck(gt[..., :2], gt, bboxes, 0.05)[0] == 1.0
     res = metrics.results_entries(recs, 22, gt[..., :2], np.ones((5, 17)), bboxes)
-    assert metrics.oks_ap(metrics.coco_ground_truth(recs, AP10K_ZEBRA_CATEGORY), res, D.AP10K_SIGMAS)["AP"] == 1.0
+    assert metrics.oks_ap(metrics.coco_ground_truth(recs, AP10K_ZEBRA_CATEGORY), res, AP10K_OKS_SIGMAS)["AP"] == 1.0
 
 
 def test_decoding_finds_a_subcell_peak():

@@ -45,7 +45,7 @@ def test_in_a_log_file_a_bar_writes_a_line_per_tenth_not_carriage_returns(tmp_pa
     assert 8 <= len(lines) <= 12, text  # about one per 10%, and the last
     assert all(line.startswith("epochs: ") for line in lines), text
     assert "300/300" in lines[-1] and "loss=" in lines[-1] and text.endswith("\n")
-    percents = [int(line.split()[1].rstrip("%")) for line in lines]
+    percents = [int(line.split()[1].rstrip("%|")) for line in lines]
     assert percents == sorted(percents) and percents[-1] == 100
     # what plain tqdm does in the same place: the log this module avoids
     plain = _stderr_in_file(tmp_path, body.replace("P.progress(", "tqdm("))
@@ -117,9 +117,22 @@ def test_without_tqdm_as_in_blenders_python_the_same_plain_lines(tmp_path):
         P.LOG_MIN_GAP_S = 3.0
         for i in P.progress(range(50), desc="renders", unit="img"):
             pass
+        for i in P.progress(range(50), desc="quiet", disable=True):
+            pass
     """)
     lines = text.splitlines()
     frames = [line for line in lines if "frame/s" in line]
     assert "\r" not in text
-    assert len(frames) == 10 and frames[0].startswith(" 10% 20/200") and "200/200" in frames[-1], text
-    assert lines[-1].startswith("renders: 100% 50/50") and len(lines) == 11, text  # a quick loop: one line
+    assert len(frames) == 10 and frames[0].startswith(" 10%| 20/200") and "200/200" in frames[-1], text
+    assert lines[-1].startswith("renders: 100%| 50/50") and len(lines) == 11, text  # a quick loop: one line
+
+
+def test_a_disabled_bar_writes_nothing(tmp_path):
+    text = _stderr_in_file(tmp_path, """
+        assert list(P.progress(range(3), desc="quiet", disable=True)) == [0, 1, 2]
+        bar = P.progress(total=3, disable=True)
+        bar.update()
+        bar.set_postfix(loss=1)
+        bar.close()
+    """)
+    assert text == ""

@@ -15,6 +15,7 @@ STEP_SCRIPTS = {  # README section -> the script whose flags it documents
     "Step 3: Animate 3D Model in Blender": "blender/animation_script.py",
     "Step 4: Train CNN based style transfer model": "style_transfer/train.py",
     "Step 5: Apply Style Transfer": "style_transfer/stylize.py",
+    "Step 6: Train a pose network on the data set": "pose_net/train.py",
 }
 
 
@@ -93,8 +94,8 @@ def test_step_commands_parse_with_the_scripts_own_flags(title):
     module = load_script(STEP_SCRIPTS[title])
     script = STEP_SCRIPTS[title].split("/")[1]
     for block in bash_blocks(section(title)):
-        for line in block.splitlines():
-            words = shlex.split(line)
+        for line in block.replace("\\\n", " ").splitlines():  # a command continued with a backslash is one line
+            words = shlex.split(line, comments=True)
             if script not in words:
                 continue
             args = words[words.index("--") + 1:] if "--" in words else words[words.index(script) + 1:]
