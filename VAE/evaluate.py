@@ -31,9 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.angles import (LEG_CHAINS, N_POSE, legs_hanging, leg_points, matrix_from_euler,  # noqa: E402
                           pose_file_convention, to_ours)
-from pasyn.files import VAE_CHECKPOINT, VAE_DATA, UserError, atomic_path, load_array, run_main  # noqa: E402
+from pasyn.files import VAE_CHECKPOINT, VAE_DATA, UserError, load_array, run_main  # noqa: E402
 from pasyn.rig import REST_BONES  # noqa: E402
-from vae_io import load_model, load_pose_splits  # noqa: E402
+from vae_io import load_model, load_pose_splits, save_figure  # noqa: E402
 
 SEED_MAX = 2 ** 32 - 1
 
@@ -129,13 +129,7 @@ def plot_poses(path, real, sampled, n=6, title="sampled"):
                 ax.set_ylabel(label)
     fig.suptitle("legs on our rig, side view (blue: left, orange: right)")
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, "png", 90)
 
 
 def parse_args(argv):

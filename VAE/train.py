@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.angles import CONVENTIONS, LEG_JOINTS  # noqa: E402
-from pasyn.files import VAE_CHECKPOINT, VAE_DATA, Stopped, UserError, atomic_path, run_main  # noqa: E402
+from pasyn.files import VAE_CHECKPOINT, VAE_DATA, Stopped, UserError, run_main  # noqa: E402
 from pasyn.progress import progress  # noqa: E402
 from vae_io import (check_writable, load_pose_splits, model_from_checkpoint, read_checkpoint,  # noqa: E402
-                    save_checkpoint)
+                    save_checkpoint, save_figure)
 from vposer import VPoser, geodesic_degrees, matrices_from_poses  # noqa: E402
 
 # --- research knobs (each is also a flag; all are stored in the checkpoint) -----------------
@@ -193,13 +193,7 @@ def plot_losses(path, train_losses, val_losses):
     ax.set_yscale("symlog", linthresh=1e-3)  # a learned unit can take the loss below zero
     ax.legend()
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="jpg", dpi=100)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, "jpg", 100)
 
 
 def epoch_state(model, optimizer):

@@ -125,3 +125,15 @@ def load_model(path):
         raise UserError(f"{path} holds NaN/inf weights ({bad[0]}): training diverged; retrain with "
                         "cd VAE && python train.py --restart (a smaller --lr)")
     return model, ckpt
+
+
+def save_figure(fig, path, fmt, dpi):
+    """A matplotlib figure written atomically; an unwritable folder is one line. The figure is closed."""
+    import matplotlib.pyplot as plt
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)

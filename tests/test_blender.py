@@ -22,6 +22,7 @@ from pasyn.angles import (LEG_CHAINS, angle_between_degrees, chain_directions_fr
                           pose_from_chain_directions, wrap_degrees)
 from pasyn.files import save_npy  # noqa: E402
 from pasyn.rig import AP10K_INDEX_IN_RIG, KEYPOINTS  # noqa: E402
+from conftest import blender_benchmark  # noqa: E402
 
 BLEND = Path(os.environ.get("PASYN_TEST_BLEND", BLENDER_DIR / "custom_zebra.blend"))
 pytestmark = pytest.mark.skipif(not BLEND.exists(), reason=f"no {BLEND} (cd blender && python build_zebra.py)")
@@ -29,16 +30,7 @@ LEFT = [k for k, n in enumerate(KEYPOINTS) if n.endswith(".L") or n == "lefteye"
 RIGHT = [k for k, n in enumerate(KEYPOINTS) if n.endswith(".R") or n == "righteye"]
 
 
-def _blender_benchmark():
-    """blender/benchmark.py by path: VAE/ and style_transfer/ have a benchmark.py too."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("blender_benchmark", BLENDER_DIR / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _blender_benchmark()
+bench = blender_benchmark()
 
 
 def synthetic_poses(n, seed=0):

@@ -27,20 +27,13 @@ BLEND = Path(os.environ.get("PASYN_TEST_BLEND", BLENDER_DIR / "custom_zebra.blen
 sys.path.insert(0, str(REPO))
 from pasyn import manifest, shards  # noqa: E402
 from pasyn.files import UserError, save_npy  # noqa: E402
+from conftest import blender_benchmark  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not BLEND.exists(), reason=f"no {BLEND} (cd blender && python build_zebra.py)")
 HAS_BLENDER = shutil.which("blender") is not None
 
 
-def _benchmark():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("blender_benchmark", BLENDER_DIR / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _benchmark()
+bench = blender_benchmark()
 
 
 @pytest.fixture(scope="module")

@@ -16,21 +16,14 @@ sys.path.insert(0, str(REPO))
 from pasyn import coco, shards  # noqa: E402
 from pasyn.files import save_npy  # noqa: E402
 from pasyn.rig import AP10K_INDEX_IN_RIG, KEYPOINTS  # noqa: E402
+from conftest import blender_benchmark  # noqa: E402
 
 mask_utils = pytest.importorskip("pycocotools.mask")
 BLEND = BLENDER_DIR / "custom_zebra.blend"
 HERD_FLAGS = ("--herd=3", "--occluder_prob=0.6", "--truncation_prob=0.3")
 
 
-def _benchmark():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("blender_benchmark", BLENDER_DIR / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _benchmark()
+bench = blender_benchmark()
 
 
 def run(out, poses, *flags, n=8, size=48, blender=False):

@@ -6,7 +6,6 @@ Needs root and the packages (`apt-get install -y slurm-wlm munge`; .ci/run insta
 the reason otherwise. The cluster has its own munge key and socket, ports, spool and state folders in a
 temporary folder, and is shut down at the end.
 """
-import importlib.util
 import json
 import os
 import re
@@ -26,6 +25,7 @@ BLENDER_DIR = REPO / "blender"
 sys.path.insert(0, str(REPO))
 from pasyn import shards  # noqa: E402
 from pasyn.files import save_npy  # noqa: E402
+from conftest import blender_benchmark  # noqa: E402
 
 N_FRAMES, SIZE = 8, 32
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
@@ -133,9 +133,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def poses(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("blender_benchmark", BLENDER_DIR / "benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = blender_benchmark()
     path = tmp_path_factory.mktemp("poses") / "poses.npy"
     save_npy(path, bench.synthetic_poses(N_FRAMES, 0))
     return path
