@@ -133,5 +133,5 @@ def test_readme_verification_snippets_print_what_they_say(quick_run):
                            env=dict(os.environ, MPLBACKEND="Agg"), timeout=120)
         assert r.returncode == 0, r.stderr
         outputs.append(r.stdout)
-    assert re.search(r"Final epoch: \d+\nFinal train loss: [\d.]+\nFinal val loss: [\d.]+", outputs[0])
+    assert re.search(r"Final epoch: \d+\nFinal train loss: -?[\d.]+\nFinal val loss: -?[\d.]+", outputs[0])
     assert f"Shape: ({N_QUICK}, 36)" in outputs[1]
