@@ -31,11 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.angles import (LEG_CHAINS, N_POSE, legs_hanging, leg_points, matrix_from_euler,  # noqa: E402
                           pose_file_convention, to_ours)
-from pasyn.files import VAE_CHECKPOINT, VAE_DATA, UserError, load_array, run_main  # noqa: E402
+from pasyn.files import VAE_CHECKPOINT, VAE_DATA, UserError, check_seed, load_array, run_main  # noqa: E402
 from pasyn.rig import REST_BONES  # noqa: E402
 from vae_io import load_model, load_pose_splits, save_figure  # noqa: E402
 
-SEED_MAX = 2 ** 32 - 1
 
 
 def rotation_features(poses_deg):
@@ -153,8 +152,8 @@ def parse_args(argv):
         raise UserError("--n_samples must be >= 2, --k >= 1, --smoothness a finite number >= 0")
     if not math.isfinite(args.copy_deg) or args.copy_deg < 0:
         raise UserError(f"--copy_deg must be a finite number >= 0 (got {args.copy_deg})")
-    if any(not 0 <= s <= SEED_MAX for s in args.seeds):
-        raise UserError(f"--seeds must be between 0 and {SEED_MAX}")
+    for seed in args.seeds:
+        check_seed(seed, "--seeds")
     return args
 
 

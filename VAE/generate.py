@@ -27,10 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.angles import N_POSE, sidecar_path, wrap_degrees  # noqa: E402
-from pasyn.files import POSES_NPY, VAE_CHECKPOINT, UserError, load_array, run_main, save_json, save_npy  # noqa: E402
+from pasyn.files import POSES_NPY, VAE_CHECKPOINT, UserError, check_seed, load_array, run_main, save_json, save_npy  # noqa: E402
 from vae_io import check_writable, load_model, load_pose_file  # noqa: E402
 
-SEED_MAX = 2 ** 32 - 1
 
 
 def parse_args(argv):
@@ -50,8 +49,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.n_frames < 1:
         raise UserError(f"--n_frames must be at least 1 (got {args.n_frames})")
-    if not 0 <= args.seed <= SEED_MAX:
-        raise UserError(f"--seed must be between 0 and {SEED_MAX} (got {args.seed})")
+    check_seed(args.seed)
     if not math.isfinite(args.smoothness) or args.smoothness > 1e6:
         raise UserError(f"--smoothness must be a finite number of frames (got {args.smoothness})")
     if args.mode == "trajectory" and args.smoothness <= 0:

@@ -67,7 +67,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.angles import (CONVENTIONS, LEG_CHAINS, N_RAW_COLUMNS, OURS, PASYN, PASYN_AVERAGE_X,  # noqa: E402
                           pose_from_chain_directions, wrap_degrees)
-from pasyn.files import VAE_DATA, UserError, atomic_path, run_main  # noqa: E402
+from pasyn.files import VAE_DATA, UserError, atomic_path, check_seed, run_main  # noqa: E402
 from pasyn.rig import bone_length, rest_direction  # noqa: E402
 
 FPS = 5.0  # frames per second: sparse frames from many short clips cover more individuals
@@ -396,8 +396,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if min(args.clips) < 1 or args.frames_per_clip < 1:
         raise UserError("--clips and --frames_per_clip must be at least 1")
-    if not 0 <= args.seed < 2 ** 32:
-        raise UserError(f"--seed must be between 0 and 2^32-1 (got {args.seed})")
+    check_seed(args.seed)
 
     for index, (split, n_clips) in enumerate(zip(SPLITS, args.clips)):
         poses = make_split(args.seed, index, n_clips, args.frames_per_clip, args.convention)

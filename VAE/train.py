@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.angles import CONVENTIONS, LEG_JOINTS  # noqa: E402
-from pasyn.files import VAE_CHECKPOINT, VAE_DATA, Stopped, UserError, run_main  # noqa: E402
+from pasyn.files import VAE_CHECKPOINT, VAE_DATA, Stopped, UserError, check_seed, run_main  # noqa: E402
 from pasyn.progress import progress  # noqa: E402
 from vae_io import (check_writable, load_pose_splits, model_from_checkpoint, read_checkpoint,  # noqa: E402
                     save_checkpoint, save_figure)
@@ -94,8 +94,7 @@ def parse_args(argv):
         raise UserError(f"--n_leg_joints must be a positive multiple of 3 (got {args.n_leg_joints})")
     if args.latent_dim < 1 or min(args.hidden) < 1 or args.prior_components < 0 or args.threads < 1:
         raise UserError("--hidden, --latent_dim and --threads must be >= 1, --prior_components >= 0")
-    if not 0 <= args.seed <= SEED_MAX:
-        raise UserError(f"--seed must be between 0 and {SEED_MAX} (got {args.seed})")
+    check_seed(args.seed, high=SEED_MAX)
     return args
 
 

@@ -47,7 +47,7 @@ from pasyn.coco import bbox_from_alpha, rle_encode, zebra_fields  # noqa: E402
 from pasyn.angles import LEG_CHAINS, N_POSE, chain_directions_from_pose, matrix_from_euler, rotation_between  # noqa: E402
 from pasyn.angles import OURS, pose_file_convention, sidecar_path, to_ours  # noqa: E402
 from pasyn.progress import progress  # noqa: E402
-from pasyn.files import BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, Stopped, UserError, load_array, run_main, shadow_dir_for  # noqa: E402
+from pasyn.files import BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, Stopped, UserError, check_seed, load_array, run_main, shadow_dir_for  # noqa: E402
 from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, KEYPOINTS, REST_BONES, keypoint_position  # noqa: E402
 
 import bpy  # noqa: E402
@@ -75,7 +75,6 @@ FIT_MARGIN = 0.05          # the tightest camera distance leaves 5% of the frame
 # --- end of the label settings ---
 SAVE_EVERY_S = 10.0        # how often an unfinished shard's labels are saved (resume point)
 SHARD_DIR_NAME = "shards"
-MAX_SEED = 2**32 - 1
 # Flags that choose where files go or which frames this process renders, not what a frame looks like.
 NOT_IN_JOB = {"frame_start", "frame_end", "poses", "blend", "image_dir", "label_dir", "shadow_dir"}
 
@@ -134,8 +133,7 @@ def check_scene_flags(args):
 
 
 def check_flags(args):
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    check_seed(args.seed)
     for name, value in vars(args).items():  # NaN passes every comparison below: refuse it first
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.progress import progress  # noqa: E402
-from pasyn.files import RENDER_ANNOTATIONS, STYLIZED_DIR, SYNTH_DIR, UserError, require_file, run_main  # noqa: E402
+from pasyn.files import RENDER_ANNOTATIONS, STYLIZED_DIR, SYNTH_DIR, UserError, check_seed, require_file, run_main  # noqa: E402
 
 import formats  # noqa: E402
 
@@ -61,6 +61,7 @@ def parse_args(argv):
 def check_args(args):
     if not 0 <= args.val_fraction < 1:
         raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
+    check_seed(args.seed)
     try:
         args.background = [int(c) for c in args.background.split(",")]
     except ValueError:

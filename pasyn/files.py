@@ -104,6 +104,15 @@ def frame_name(prefix, index, ext, n_frames=0):
     return f"{prefix}_{index:0{digits}d}.{ext}"
 
 
+SEED_MAX = 2 ** 32 - 1  # numpy's seeds; torch's are wider
+
+
+def check_seed(seed, flag="--seed", high=SEED_MAX):
+    """A seed flag inside 0..high, or one line saying so."""
+    if not 0 <= seed <= high:
+        raise UserError(f"{flag} must be between 0 and {high} (got {seed})")
+
+
 def require_file(path, made_by=None):
     path = Path(path)
     if not path.exists():

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pasyn.files import STYLIZED_DIR, Stopped, UserError, atomic_path, require_file, run_main  # noqa: E402
+from pasyn.files import STYLIZED_DIR, Stopped, UserError, atomic_path, check_seed, require_file, run_main  # noqa: E402
 from pasyn.progress import progress  # noqa: E402
 
 import metrics  # noqa: E402
@@ -94,6 +94,7 @@ def parse_args(argv):
         raise UserError("--epochs, --batch_size and --repeat must be >= 1 and --lr a positive number")
     if not 0 <= args.val_fraction < 1:
         raise UserError(f"--val_fraction {args.val_fraction} is outside [0, 1)")
+    check_seed(args.seed)
     multiple = 2 ** (args.stages + 1)
     if args.input_size < multiple or args.input_size % multiple:
         raise UserError(f"--input_size {args.input_size} must be a multiple of {multiple} with --stages {args.stages}")

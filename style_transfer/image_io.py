@@ -14,7 +14,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.drawing import draw_keypoints  # noqa: E402
-from pasyn.files import MADE_BY, STYLE_CHECKPOINT, UserError, atomic_path, require_file  # noqa: E402
+from pasyn.files import MADE_BY, STYLE_CHECKPOINT, UserError, atomic_path, check_seed, require_file  # noqa: E402
 from pasyn.rig import AP10K_KEYPOINTS, AP10K_SKELETON  # noqa: E402
 
 import cnn_adain_model as M  # noqa: E402
@@ -34,11 +34,6 @@ def check_alpha_and_size(args):
     except ValueError as e:
         raise UserError(str(e)) from None
     check_seed(args.seed)
-
-
-def check_seed(seed):
-    if not 0 <= seed < 2 ** 32:
-        raise UserError(f"--seed {seed} is outside 0 .. 2**32 - 1")
 
 
 def check_range(name, low, high, lowest, highest):

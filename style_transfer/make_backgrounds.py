@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pasyn.files import BACKGROUND_DIR, UserError, run_main  # noqa: E402
+from pasyn.files import BACKGROUND_DIR, UserError, check_seed, run_main  # noqa: E402
 
 import backgrounds  # noqa: E402
 import image_io  # noqa: E402
@@ -27,7 +27,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.n < 1 or args.size < 16:
         raise UserError("--n must be >= 1 and --size >= 16")
-    image_io.check_seed(args.seed)
+    check_seed(args.seed)
     if args.out_dir.is_dir():
         own = [p for p in args.out_dir.rglob("*")
                if p.suffix.lower() in image_io.IMAGE_EXTS and not backgrounds.is_generated(p)]

@@ -211,7 +211,7 @@ def test_renders_are_flattened_onto_the_background(renders, tmp_path):
 @pytest.mark.parametrize("problem, message", [
     ("missing_annotations", "missing"), ("bad_fraction", "--val_fraction"), ("missing_image", "missing image"),
     ("short_keypoints", "keypoints"), ("not_json", "cannot read"), ("foreign_folder", "no earlier export"),
-    ("earlier_export", "--force"),
+    ("earlier_export", "--force"), ("negative_seed", "--seed must be between 0 and 4294967295 (got -1)"),
 ])
 def test_bad_input_one_line_and_nothing_written(dataset, tmp_path, problem, message):
     d, coco = dataset
@@ -228,6 +228,8 @@ def test_bad_input_one_line_and_nothing_written(dataset, tmp_path, problem, mess
         ann.unlink()
     if problem == "bad_fraction":
         flags += ["--val_fraction", 1.0]
+    if problem == "negative_seed":
+        flags += ["--seed=-1"]
     if problem == "foreign_folder":
         out.mkdir()
         (out / "thesis.tex").write_text("keep me")

@@ -332,6 +332,18 @@ def test_bad_input_gets_one_clear_line(tmp_path, capsys, edit, message):
     assert not (tmp_path / "c.pt").exists()
 
 
+def test_a_negative_seed_gets_one_clear_line(tmp_path, capsys):
+    train = load_script("train")
+    from pasyn.files import run_main
+    ann = make_fixture(tmp_path, 3)
+    with pytest.raises(SystemExit) as exit_:
+        run_main(train.main, [str(a) for a in ("--ann", ann, "--images", tmp_path, "--seed=-1",
+                                               "--checkpoint", tmp_path / "c.pt")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err == "error: --seed must be between 0 and 4294967295 (got -1)\n", err
+    assert not (tmp_path / "c.pt").exists()
+
+
 def test_missing_files_get_one_clear_line(tmp_path):
     r = run_script("train.py", "--checkpoint", tmp_path / "c.pt", "--ann", tmp_path / "nothing_here.json")
     assert r.returncode != 0 and r.stderr.startswith("error: missing") and r.stderr.count("\n") == 1

@@ -703,8 +703,9 @@ def test_stylized_zebra_keeps_its_stripes_and_alpha_zero_is_the_render(trained):
 # ---------------------------------------------------------------- reliability
 
 def test_seed_minus_one_is_refused_by_both_scripts(tmp_path):
-    assert "--seed -1" in _error(train.main, ["--seed=-1", "--data_dir", str(tmp_path)])
-    assert "--seed -1" in _error(stylize.main, stylize_flags(tmp_path, "--seed=-1"))
+    refusal = "--seed must be between 0 and 4294967295 (got -1)"
+    assert refusal in _error(train.main, ["--seed=-1", "--data_dir", str(tmp_path)])
+    assert refusal in _error(stylize.main, stylize_flags(tmp_path, "--seed=-1"))
 
 
 def test_a_16_bit_grey_background_keeps_its_grey_levels(tmp_path):

@@ -360,8 +360,8 @@ def run_script(script, *args, timeout=300):
     ("train.py", ["--lr=nan"], "error: --lr must be a finite number (got nan)"),
     ("train.py", ["--w2=inf"], "error: --w2 must be a finite number (got inf)"),
     ("train.py", ["--seed=-1"], "error: --seed must be between 0 and 2147483647 (got -1)"),
-    ("evaluate.py", ["--seeds", "-1"], "error: --seeds must be between 0 and 4294967295"),
-    ("make_pose_data.py", ["--seed=-1"], "error: --seed must be between 0 and 2^32-1 (got -1)"),
+    ("evaluate.py", ["--seeds", "-1"], "error: --seeds must be between 0 and 4294967295 (got -1)"),
+    ("make_pose_data.py", ["--seed=-1"], "error: --seed must be between 0 and 4294967295 (got -1)"),
 ])
 def test_bad_numbers_are_refused_up_front_in_one_line(script, args, message, tmp_path):
     proc = run_script(script, *args)
