@@ -113,6 +113,23 @@ def check_seed(seed, flag="--seed", high=SEED_MAX):
         raise UserError(f"{flag} must be between 0 and {high} (got {seed})")
 
 
+def check_writable(*folders):
+    """One line now, before any work, when a folder cannot take our files: it is a file, it is
+    read-only, or its disk is full. Makes missing folders. The probe is 4 KiB, written and synced,
+    so a disk with a few bytes left fails here rather than after the first frame or epoch."""
+    for folder in map(Path, folders):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is a file, expected a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test.") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise UserError(f"cannot write in {folder}: {e.strerror or e}") from None
+
+
 def require_file(path, made_by=None):
     path = Path(path)
     if not path.exists():
