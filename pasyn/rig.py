@@ -59,8 +59,7 @@ def bone_length(bone):
     return float(np.linalg.norm(np.subtract(tail, head)))
 
 
-# The 19 keypoints of blender_gt.npy, in the seed's order: the tail of each bone,
-# except "pelvis", which is the head of "torso" (the croup).
+# The 19 keypoints of blender_gt.npy, in the seed's order, each named by the bone that carries it.
 KEYPOINTS = [
     "head", "neck2", "torso", "upperleg.R", "frontleg.R", "forearm.R",
     "upperleg.L", "frontleg.L", "forearm.L", "pelvis",
@@ -68,10 +67,47 @@ KEYPOINTS = [
     "tail", "lefteye", "righteye",
 ]
 
+HOOF_SOLE = 0.02  # m: a hoof bone ends 2 cm above the ground, at the pastern's end; its sole is at the ground
+
+
+def _on_axis_beyond_tail(bone, metres):
+    """A point on the bone's axis, `metres` beyond its tail (on the axis: no twist about it moves it)."""
+    head, tail, _ = REST_BONES[bone]
+    return tuple(np.add(tail, rest_direction(bone) * metres))
+
+
+# Where each keypoint lies at rest (armature space, metres) and the bone that carries it: it moves
+# rigidly with that bone. Joints are the joint's centre (the bone's tail); four points lie where
+# annotators of real zebras click them (AP-10K's definitions), not at a bone end:
+#   torso   the withers, ON the top line where the crest of the neck meets the back (above the tops
+#           of the shoulder blades); the torso bone's own tail lies 0.2 m deeper, inside the neck's base
+#   pelvis  the root of the tail, where the tail leaves the rump, on its top (the torso bone's head
+#           is the croup, 0.18 m further forward and 0.13 m higher)
+#   hooves  the sole, at the ground (their bones end 2 cm above it), on the bone's axis
+KEYPOINT_AT_REST = {name: (name, REST_BONES[name][1]) for name in KEYPOINTS if name in REST_BONES}
+KEYPOINT_AT_REST.update({
+    "torso": ("torso", (0.0, -0.34, 1.30)),
+    "pelvis": ("torso", (0.0, 0.725, 1.15)),
+    **{hoof: (hoof, _on_axis_beyond_tail(hoof, HOOF_SOLE))
+       for hoof in ("forearm.L", "forearm.R", "backfoot.L", "backfoot.R")},
+})
+
 
 def keypoint_position(name, heads, tails):
-    """Where a keypoint is, given dicts of bone heads and tails (any space)."""
+    """TEMPORARY (old definition: bone ends), until step 3 switches to keypoint_positions."""
     return heads["torso"] if name == "pelvis" else tails[name]
+
+
+def keypoint_positions(posed, rest):
+    """The 19 keypoints (19, 3) in the space of `posed`: {bone: 4x4 posed matrix}, e.g. Blender's
+    armature.matrix_world @ pose_bone.matrix; `rest`: {bone: 4x4 rest matrix in armature space}
+    (bone.matrix_local). Each rest point is carried by its bone: posed @ inverse(rest) @ point."""
+    out = []
+    for name in KEYPOINTS:
+        bone, point = KEYPOINT_AT_REST[name]
+        carry = np.asarray(posed[bone], dtype=float) @ np.linalg.inv(np.asarray(rest[bone], dtype=float))
+        out.append(carry[:3, :3] @ np.asarray(point, dtype=float) + carry[:3, 3])
+    return np.array(out)
 
 
 # AP-10K's zebra category, field for field, so our files merge with AP-10K and evaluate
@@ -96,8 +132,8 @@ AP10K_ZEBRA_CATEGORY = {
 # Which rig keypoint stands for each AP-10K keypoint (the README shows this table).
 AP10K_FROM_RIG = {
     "left_eye": "lefteye", "right_eye": "righteye", "nose": "head",
-    "neck": "torso",             # withers, where the neck meets the back
-    "root_of_tail": "pelvis",    # croup, the head of the torso bone
+    "neck": "torso",             # withers, on the top line where the neck meets the back
+    "root_of_tail": "pelvis",    # where the tail leaves the rump
     "left_shoulder": "upperleg.L", "left_elbow": "frontleg.L", "left_front_paw": "forearm.L",
     "right_shoulder": "upperleg.R", "right_elbow": "frontleg.R", "right_front_paw": "forearm.R",
     "left_hip": "pelvis.L", "left_knee": "shin.L", "left_back_paw": "backfoot.L",
