@@ -6,14 +6,17 @@
 
 Reads my_vae_poses.npy (N, 36). Writes ../style_transfer/data/synthetic_images/zebra/zebra_synth_00000.png ...
 (RGBA, transparent background), blender_gt.npy (N, 38), blender_vis.npy (N, 19) and annotations.json,
-with the seed and flags in its "info". Every frame's randomness comes from (seed, frame), so a frame is
-the same whichever process renders it. --frame_start/--frame_end render one range (a shard): its labels
-go to shards/, `python merge_shards.py` joins the shards, and re-running a range skips finished frames.
+with the seed and flags in its "info". Every random choice comes from its own stream, named for its
+purpose and keyed by (seed, frame) and the zebra where it is per zebra (frame_draws), so a frame is
+the same whichever process renders it, and a draw added for one purpose changes no other.
+--frame_start/--frame_end render one range (a shard): its labels go to shards/, `python merge_shards.py`
+joins the shards, and re-running a range skips finished frames.
 
-Scene variety (blender/scene.py): every zebra wears its own coat; --herd, --occluder_prob and
---truncation_prob add zebras, grass/bushes/rocks in front and frames that cut the herd; every
-annotation carries its zebra's visible pixels (COCO RLE `segmentation`, with `bbox` and `area` from
-it); and each frame's ground shadow goes to ../style_transfer/data/synthetic_shadows/ (8-bit grey PNG).
+Scene variety (blender/scene.py): every zebra wears its own coat (--coat_variety 0: the classic coat
+on all); --herd, --occluder_prob and --truncation_prob add zebras, grass/bushes/rocks in front and
+frames that cut the herd; every annotation carries its zebra's visible pixels (COCO RLE
+`segmentation`, with `bbox` and `area` from it); and each frame's ground shadow goes to
+../style_transfer/data/synthetic_shadows/ (8-bit grey PNG; render_manifest.json records the folder).
 
 Images and labels always belong together (pasyn/manifest.py): the labels carry the job id and each
 frame's PNG checksum, and render_manifest.json is written last. Running again with the same flags
@@ -29,9 +32,9 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 EARLY_SIGNALS = []  # Ctrl-C / SIGTERM while bpy loads: remembered, and the run stops before its first frame
@@ -47,8 +50,10 @@ from pasyn.coco import bbox_from_alpha, rle_encode, zebra_fields  # noqa: E402
 from pasyn.angles import LEG_CHAINS, N_POSE, chain_directions_from_pose, matrix_from_euler, rotation_between  # noqa: E402
 from pasyn.angles import OURS, pose_file_convention, sidecar_path, to_ours  # noqa: E402
 from pasyn.progress import progress  # noqa: E402
-from pasyn.files import BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, Stopped, UserError, check_seed, load_array, run_main, shadow_dir_for  # noqa: E402
+from pasyn.files import (BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, Stopped, UserError, check_seed,  # noqa: E402
+                         check_writable, load_array, run_main, shadow_dir_for)
 from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, KEYPOINTS, REST_BONES, keypoint_position  # noqa: E402
+from pasyn.streams import stream  # noqa: E402
 
 import bpy  # noqa: E402
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
@@ -110,7 +115,11 @@ def parse_args(argv):
 
 
 def add_scene_flags(p):
-    """Scene variety (blender/scene.py): herds, occluders, cut zebras, and where the shadows go."""
+    """Scene variety (blender/scene.py): coats, herds, occluders, cut frames, and where the shadows go.
+    Each lever switches off alone: --coat_variety 0, --herd 1, --occluder_prob 0, --truncation_prob 0."""
+    p.add_argument("--coat_variety", type=float, default=1.0,
+                   help="how far each zebra's procedural coat may differ from the classic coat: "
+                        "1 the full ranges (default), 0 the classic coat of build_zebra.py on every zebra")
     p.add_argument("--herd", type=int, default=1,
                    help="up to this many zebras per frame, each posed from its own row of --poses (default 1)")
     p.add_argument("--occluder_prob", type=float, default=0.3,
@@ -125,7 +134,7 @@ def add_scene_flags(p):
 def check_scene_flags(args):
     if not 1 <= args.herd <= 8:
         raise UserError(f"--herd must be between 1 and 8, got {args.herd}")
-    for name in ("occluder_prob", "truncation_prob"):
+    for name in ("coat_variety", "occluder_prob", "truncation_prob"):
         if not 0 <= getattr(args, name) <= 1:
             raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
     if args.shadow_dir is None:
@@ -289,23 +298,59 @@ def setup_lights(scene):
     return sun, (background.inputs["Strength"] if background else None)
 
 
-# --- one frame -------------------------------------------------------------------------------
+# --- the frame's draws -----------------------------------------------------------------------
 
-def frame_params(args, i):
-    """Every random choice of frame i, from (seed, i) only: the same in any shard."""
-    rng = np.random.default_rng([args.seed, i])
-    u = lambda rng_range: float(rng.uniform(*rng_range))
-    params = {
-        "heading": u(args.heading_range), "azimuth": u(args.azimuth_range),
-        "elevation": u(args.elevation_range), "zoom": u(args.zoom_range),
-        "sun_azimuth": u((0, 360)), "sun_elevation": u(args.sun_elevation_range),
-        "sun_strength": u(args.sun_strength_range), "ambient": u(args.ambient_range),
-        "body": {bone: [u(r) for r in ranges] for bone, ranges in BODY_RANGES.items()},
-    }
-    if args.azimuth is not None:  # drawn anyway above, so forcing it changes nothing else
-        params["azimuth"] = args.azimuth
-    return params
+@dataclass
+class FrameDraws:
+    """Every random choice of one frame. Each field comes from its own stream, named like the field
+    (stream(seed, name, frame[, zebra]), pasyn/streams.py): a draw added for one purpose, or a
+    share changed, changes no other field."""
+    camera: dict            # azimuth, elevation (degrees) and zoom of the camera around the first zebra
+    light: dict             # sun_azimuth, sun_elevation (degrees), sun_strength, ambient
+    herd: int               # how many zebras the frame tries to show (1..--herd)
+    heading: list           # per zebra, degrees: the first zebra's, then each member's (the first's + its turn)
+    body: list              # per zebra: torso, neck, head and tail angles (BODY_RANGES)
+    coat: list              # per zebra: its coat seed (scene.coat_params)
+    herd_placement: list    # per herd member: the stream that places it beside the first zebra
+    truncation: tuple       # (side, share cut) in a cut frame, else None
+    occluders: object       # in a frame with occluders, the stream that places them, else None
 
+
+PURPOSES = list(FrameDraws.__dataclass_fields__)
+
+
+def body_angles(rng):
+    """A zebra's torso, neck, head and tail angles, degrees: {bone: [x, y, z]} within BODY_RANGES."""
+    return {bone: [float(rng.uniform(*r)) for r in ranges] for bone, ranges in BODY_RANGES.items()}
+
+
+def frame_draws(args, i):
+    """The draws of frame i: from the seed, the frame and the flags only, the same in any shard."""
+    own = lambda purpose, *zebra: stream(args.seed, purpose, i, *zebra)
+    u = lambda rng, low_high: float(rng.uniform(*low_high))
+    rng = own("camera")
+    camera = {"azimuth": u(rng, args.azimuth_range), "elevation": u(rng, args.elevation_range),
+              "zoom": u(rng, args.zoom_range)}
+    if args.azimuth is not None:  # drawn anyway above: fixing it changes no other draw
+        camera["azimuth"] = args.azimuth
+    rng = own("light")
+    light = {"sun_azimuth": u(rng, (0, 360)), "sun_elevation": u(rng, args.sun_elevation_range),
+             "sun_strength": u(rng, args.sun_strength_range), "ambient": u(rng, args.ambient_range)}
+    n = int(own("herd").integers(1, args.herd + 1))
+    first = u(own("heading", 0), args.heading_range)
+    heading = [first] + [first + variety.member_heading(own("heading", k)) for k in range(1, n)]
+    body = [body_angles(own("body", k)) for k in range(n)]
+    coat = [int(own("coat", k).integers(2 ** 32)) for k in range(n)]
+    rng = own("truncation")
+    truncation = variety.truncation_cut(rng) if rng.uniform() < args.truncation_prob else None
+    rng = own("occluders")
+    occluders = rng if rng.uniform() < args.occluder_prob else None
+    return FrameDraws(camera=camera, light=light, herd=n, heading=heading, body=body, coat=coat,
+                      herd_placement=[own("herd_placement", k) for k in range(1, n)],
+                      truncation=truncation, occluders=occluders)
+
+
+# --- posing ----------------------------------------------------------------------------------
 
 def rigid_inverse(m):
     """Inverse of a rotation + translation 4x4 (bone matrices have no scale)."""
@@ -383,6 +428,8 @@ def mesh_vertices(rig, depsgraph):
     return np.concatenate(out)
 
 
+# --- the camera and the lights -------------------------------------------------------------
+
 def frame_tangents(scene, cam):
     """tan of the half field of view along the image's x and y, from the camera's own frame."""
     corners = np.array([list(v) for v in cam.data.view_frame(scene=scene)])
@@ -403,9 +450,9 @@ def fit_distance(rel, tan_x, tan_y):
     return float(np.max(c + np.maximum(np.abs(a) / tan_x, np.abs(b) / tan_y)))
 
 
-def place_camera(rig, verts, params, tangents):
+def place_camera(rig, verts, camera, tangents):
     """Aim at the zebra from (azimuth, elevation) around it, at zoom x the closest distance that fits it."""
-    az, el = math.radians(params["azimuth"]), math.radians(params["elevation"])
+    az, el = math.radians(camera["azimuth"]), math.radians(camera["elevation"])
     # Azimuth is measured around the zebra: 0 in front (-Y of the rig), 90 on its left (+X).
     local = np.array([math.sin(az) * math.cos(el), -math.cos(az) * math.cos(el), math.sin(el)])
     direction = np.array(rig["arm"].matrix_world)[:3, :3] @ local
@@ -419,7 +466,7 @@ def place_camera(rig, verts, params, tangents):
         dist = fit_distance(rel, tan_x, tan_y)
         u, v = rel[:, 0] / (dist - rel[:, 2]), rel[:, 1] / (dist - rel[:, 2])
         aim = aim + np.array([(u.max() + u.min()) / 2 * dist, (v.max() + v.min()) / 2 * dist, 0.0])
-    dist = fit_distance(cam_axes - aim, tan_x, tan_y) * params["zoom"]
+    dist = fit_distance(cam_axes - aim, tan_x, tan_y) * camera["zoom"]
     aim = rot @ aim  # back to world
     m = np.eye(4)
     m[:3, :3], m[:3, 3] = rot, aim + rot[:, 2] * dist
@@ -431,16 +478,19 @@ def place_camera(rig, verts, params, tangents):
     return m[:3, 3]
 
 
-def place_lights(sun, ambient, params):
-    az, el = math.radians(params["sun_azimuth"]), math.radians(params["sun_elevation"])
+def place_lights(sun, ambient, light):
+    """Aim the sun and set its strength and the world's; returns the unit vector toward the sun."""
+    az, el = math.radians(light["sun_azimuth"]), math.radians(light["sun_elevation"])
     towards_sun = Vector((math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)))
     sun.rotation_mode = "QUATERNION"
     sun.rotation_quaternion = towards_sun.to_track_quat("Z", "Y")  # a sun shines down its -Z
-    sun.data.energy = params["sun_strength"]
+    sun.data.energy = light["sun_strength"]
     if ambient is not None:
-        ambient.default_value = params["ambient"]
+        ambient.default_value = light["ambient"]
     return np.array(towards_sun)
 
+
+# --- labels --------------------------------------------------------------------------------
 
 def project(scene, cam, points, width, height):
     """World points -> pixel (x right, y down, origin top-left) and whether each is in the frame."""
@@ -495,6 +545,28 @@ def visibility(trees, cam_pos, points, inside, body_size, others=()):
     return vis
 
 
+def zebra_points(rig, depsgraph):
+    """The zebra's 19 keypoints in world space, (19, 3) in KEYPOINTS order, and its torso length (the
+    body size of the hidden-depth rule): the one place that says where a keypoint sits on the posed rig."""
+    heads, tails = bone_ends(rig, depsgraph)
+    points = np.array([keypoint_position(name, heads, tails) for name in KEYPOINTS])
+    return points, float(np.linalg.norm(heads["torso"] - tails["torso"]))
+
+
+# --- the PNG -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def written_into_place(final):
+    """A temp path beside `final` for Blender to write; renamed to `final` when the block completes,
+    removed otherwise (stopped half-way: no half-written PNG, no temp file left behind)."""
+    tmp = final.with_name(f".{final.stem}.tmp.png")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def quiet_stdout():
     """Silence C-level stdout (file descriptor 1) for the block."""
@@ -544,6 +616,162 @@ def read_alpha(path, width, height):
     finally:
         bpy.data.images.remove(img)
     return px.reshape(height, width, 4)[::-1, :, 3]
+
+
+# --- one frame -------------------------------------------------------------------------------
+
+@dataclass
+class Zebra:
+    """One zebra of a frame, and what the frame learns about it step by step."""
+    rig: dict                 # load_rig's dict: the first zebra's, or a herd member's copy
+    pose_row: int             # its row of --poses
+    heading: float            # degrees
+    coat_seed: int            # scene.coat_params(coat_seed, --coat_variety) gives its coat back
+    verts: np.ndarray = None  # world positions of its deformed mesh, once posed and placed
+    xy: np.ndarray = None     # its 19 keypoints in pixels
+    vis: np.ndarray = None    # and their COCO visibility
+    mask: np.ndarray = None   # its visible pixels
+
+
+@dataclass
+class Stage:
+    """What every frame of a run uses, made once: the flags, the poses, Blender's scene, the first
+    zebra's rig, the sun and the world light, the camera's field of view, the props (herd members,
+    occluders, projector), the shard the labels go into, and the seconds spent per part of a frame."""
+    args: argparse.Namespace
+    poses: np.ndarray
+    scene: object
+    rig: dict
+    sun: object
+    ambient: object
+    tangents: tuple
+    props: variety.Props
+    shard: dict
+    timing: dict = field(default_factory=dict)
+
+
+class Laps:
+    """Adds the seconds since the last lap to a part's total (the speed line's breakdown)."""
+
+    def __init__(self, totals):
+        self.totals, self.last = totals, time.perf_counter()
+
+    def __call__(self, part):
+        now = time.perf_counter()
+        self.totals[part] = self.totals.get(part, 0.0) + now - self.last
+        self.last = now
+
+
+def render_frame(stage, i):
+    """Pose, light, frame, label, render and write frame i and its ground shadow; its labels go into
+    the shard."""
+    args, props, lap = stage.args, stage.props, Laps(stage.timing)
+    draws = frame_draws(args, i)
+    # pose every zebra the frame draws, each in its own coat, and light the scene
+    zebras = pose_zebras(stage, draws, i)
+    towards_sun = place_lights(stage.sun, stage.ambient, draws.light)
+    lap("pose")
+    # stand the herd around the first zebra, aim the camera at all of it, cut the frame, put occluders in front
+    zebras, depsgraph = place_herd(stage, draws, zebras)
+    cam_pos = place_camera(stage.rig, np.concatenate([z.verts for z in zebras]), draws.camera, stage.tangents)
+    cam_pos, ground, occluders = props.cut_and_occlude(draws.truncation, draws.occluders, stage.rig["cam"],
+                                                       [z.verts for z in zebras], cam_pos)
+    lap("camera")
+    # label every joint: where it lands in the image, and whether the camera sees it
+    label_zebras(stage, zebras, depsgraph, cam_pos)
+    lap("labels")
+    # render (to a temp file, renamed into place when complete) and read back which pixels show something
+    final = args.image_dir / shards.image_name(i, args.n_frames)
+    with written_into_place(final) as tmp:
+        stage.scene.render.filepath = str(tmp)
+        with quiet_stdout():  # Cycles prints a dozen status lines per frame
+            bpy.ops.render.render(write_still=True)
+        lap("render")
+        alpha = read_written_alpha(tmp, args.width, args.height)
+        strip_png_text(tmp)
+        sha1 = manifest.file_sha1(tmp)
+    lap("alpha")
+    # each zebra's visible pixels, and the shadow every zebra and occluder casts on the ground
+    surfaces = props.surfaces([z.verts for z in zebras])
+    for z, mask in zip(zebras, variety.visible_masks(alpha, surfaces, len(zebras), props.projector)):
+        z.mask = mask
+        if len(surfaces) > 1:  # others in the frame: "visible" also means "shows in the image" (alone: as ever)
+            z.vis = variety.seen_on_mask(z.xy, z.vis, mask)
+    shadow = variety.ground_shadow(surfaces, towards_sun, ground, props.projector, alpha, n_closed=len(zebras))
+    shadow_file = args.shadow_dir / final.name
+    variety.write_gray_png(shadow_file, shadow)
+    # the frame's labels go into the shard
+    store_frame(stage.shard, i, zebras, occluders, draws.truncation, sha1, manifest.file_sha1(shadow_file))
+    lap("masks")
+
+
+def pose_zebras(stage, draws, i):
+    """The frame's zebras, posed and in their coats: the first from row i of the poses, each herd
+    member from its own row."""
+    args = stage.args
+    rigs = [stage.rig] + stage.props.members[:draws.herd - 1]
+    rows = [i] + variety.herd_rows(args.n_frames, args.herd, i)
+    zebras = []
+    for k, rig in enumerate(rigs):
+        apply_pose(rig, stage.poses[rows[k]], draws.body[k], draws.heading[k])
+        variety.wear_coat(rig["meshes"], variety.coat_params(draws.coat[k], args.coat_variety))
+        zebras.append(Zebra(rig, rows[k], draws.heading[k], draws.coat[k]))
+    return zebras
+
+
+def place_herd(stage, draws, zebras):
+    """Stand the herd members on the ground around the first zebra, footprints apart, and show those
+    that found a place. Returns the zebras shown (the first first, each with its world vertices) and
+    the depsgraph that holds them."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()  # evaluates the new poses and the deformed meshes
+    for z in zebras:
+        z.verts = mesh_vertices(z.rig, depsgraph)
+    first, members = zebras[0], zebras[1:]
+    offsets = variety.place_members(draws.herd_placement, first.verts, [m.verts for m in members],
+                                    [z.heading for z in zebras])
+    placed = [m for m, offset in zip(members, offsets) if offset is not None]
+    for m, offset in zip(members, offsets):
+        if offset is not None:
+            variety.move_zebra(m.rig, offset)
+    stage.props.show([m.rig for m in placed])
+    if placed:
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        for m in placed:
+            m.verts = mesh_vertices(m.rig, depsgraph)
+    return [first] + placed, depsgraph
+
+
+def label_zebras(stage, zebras, depsgraph, cam_pos):
+    """Set every zebra's 19 keypoints (pixels) and COCO visibility: its own body, every other zebra
+    and every occluder can hide a joint."""
+    trees = [body_trees(z.rig, depsgraph) for z in zebras]
+    occluder_trees = stage.props.occluders.trees()
+    for k, z in enumerate(zebras):
+        points, body_size = zebra_points(z.rig, depsgraph)
+        z.xy, inside = project(stage.scene, stage.rig["cam"], points, stage.args.width, stage.args.height)
+        others = [t for j, ts in enumerate(trees) if j != k for t in ts] + occluder_trees
+        z.vis = visibility(trees[k], cam_pos, points, inside, body_size, others)
+
+
+def store_frame(shard, i, zebras, occluders, truncation, sha1, shadow_sha1):
+    """Frame i's labels into the shard: the first zebra's keypoints, visibility, box and area in the
+    arrays; every zebra's annotation in the frame's scene record (a herd member wholly hidden behind
+    the others gets none)."""
+    record = []
+    for k, z in enumerate(zebras):
+        extra = {"segmentation": rle_encode(z.mask), "attributes": {
+            "coat_seed": z.coat_seed, "pose_row": z.pose_row, "zebras": len(zebras),
+            "occluders": [o["kind"] for o in occluders], "truncated": truncation[0] if truncation else ""}}
+        if k > 0:
+            if not z.mask.any():
+                continue
+            extra = {**zebra_fields(z.xy.reshape(-1), z.vis, *bbox_from_alpha(z.mask)), **extra}
+        record.append(extra)
+    k, first = i - shard["start"], zebras[0]
+    shard["gt"][k], shard["vis"][k] = first.xy.reshape(-1), first.vis
+    shard["bbox"][k], shard["area"][k] = bbox_from_alpha(first.mask)
+    shard["scene"][k] = json.dumps({"zebras": record})
+    shard["sha1"][k], shard["shadow_sha1"][k], shard["done"][k] = sha1, shadow_sha1, True
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -614,111 +842,6 @@ class StopRequest:
         sys.stderr.write(f"\n{self.signal}: stopping after this frame (Ctrl-C again to stop now)\n")
 
 
-def pose_herd(stage, args, i, look, rig, heading):
-    """Pose the frame's other zebras, each from its own pose row, and give every zebra its coat;
-    returns [(zebra, pose row, heading, coat seed)], the first zebra first."""
-    rows = variety.herd_rows(args.n_frames, args.herd, i)
-    out = [(rig, i, heading, variety.coat_seed(args.seed, i, 0))]
-    for k, member in enumerate(stage.members[:look["n_zebras"] - 1]):
-        body = variety.body_params(look["rng"], BODY_RANGES)
-        own = heading + look["headings"][k + 1]
-        apply_pose(member, stage.poses[rows[k]], body, own)
-        out.append((member, rows[k], own, variety.coat_seed(args.seed, i, k + 1)))
-    for zebra, _, _, coat in out:
-        variety.wear_coat(zebra["meshes"], variety.coat_params(coat))
-    return out
-
-
-def place_herd(stage, look, herd, verts, depsgraph):
-    """Stand the herd on the ground around the first zebra, footprints apart. Returns the zebras
-    shown as [(rig, world vertices, pose row, coat seed)] (the first zebra first) and the depsgraph."""
-    first, others = herd[0], herd[1:]
-    zebras = [(first[0], verts, first[1], first[3])]
-    if others:
-        member_verts = [mesh_vertices(m, depsgraph) for m, *_ in others]
-        offsets = variety.place_members(look["rng"], verts, member_verts, [h for _, _, h, _ in herd])
-        placed = [z for z, o in zip(others, offsets) if o is not None]
-        for (m, *_), o in zip(others, offsets):
-            if o is not None:
-                variety.move_zebra(m, o)
-        stage.show([m for m, *_ in placed])
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        zebras += [(m, mesh_vertices(m, depsgraph), row, coat) for m, row, _, coat in placed]
-    else:
-        stage.show([])
-    return zebras, depsgraph
-
-
-def zebra_labels(scene, args, zebras, k, depsgraph, trees, cam_pos):
-    """Zebra k's 19 keypoints (pixels) and COCO visibility: every other zebra and occluder can hide a joint."""
-    z = zebras[k][0]
-    heads, tails = bone_ends(z, depsgraph)
-    points = np.array([keypoint_position(name, heads, tails) for name in KEYPOINTS])
-    xy, inside = project(scene, z["cam"], points, args.width, args.height)
-    body_size = float(np.linalg.norm(heads["torso"] - tails["torso"]))
-    others = [t for j, ts in enumerate(trees) if j != k for t in ts]
-    return xy, visibility(trees[k], cam_pos, points, inside, body_size, others)
-
-
-def render_frame(scene, rig, sun, ambient, tangents, args, i, pose, shard, timing, stage):
-    """Pose, frame, label, render and write frame i (and its ground shadow); its labels go into the shard."""
-    t0 = time.perf_counter()
-    params = frame_params(args, i)
-    look = variety.scene_params(args, i)  # herd, occluders, cut frame: their own draws, the seed's stay as they were
-    apply_pose(rig, pose, params["body"], params["heading"])
-    herd = pose_herd(stage, args, i, look, rig, params["heading"])
-    towards_sun = place_lights(sun, ambient, params)
-    depsgraph = bpy.context.evaluated_depsgraph_get()  # evaluates the new pose and the deformed mesh
-    t1 = time.perf_counter()
-    verts = mesh_vertices(rig, depsgraph)
-    zebras, depsgraph = place_herd(stage, look, herd, verts, depsgraph)
-    cam_pos = place_camera(rig, np.concatenate([v for _, v, _, _ in zebras]), params, tangents)
-    cam_pos, ground, cut, occluders = stage.frame(look, rig["cam"], [v for _, v, _, _ in zebras], cam_pos)
-    t2 = time.perf_counter()
-    trees = [body_trees(z, depsgraph) for z, *_ in zebras] + [stage.occluders.trees()]
-    labels = [zebra_labels(scene, args, zebras, k, depsgraph, trees, cam_pos) for k in range(len(zebras))]
-    t3 = time.perf_counter()
-    final = args.image_dir / shards.image_name(i, args.n_frames)
-    tmp = final.with_name(f".{final.stem}.tmp.png")  # renamed when complete: no half-written PNG
-    scene.render.filepath = str(tmp)
-    try:
-        with quiet_stdout():  # Cycles prints a dozen status lines per frame
-            bpy.ops.render.render(write_still=True)
-        t4 = time.perf_counter()
-        alpha = read_written_alpha(tmp, args.width, args.height)
-        strip_png_text(tmp)
-        sha1 = manifest.file_sha1(tmp)
-        os.replace(tmp, final)
-    finally:  # stopped half-way: leave no temp file behind
-        tmp.unlink(missing_ok=True)
-    t5 = time.perf_counter()
-    surfaces = stage.surfaces([v for _, v, _, _ in zebras])
-    masks = variety.visible_masks(alpha, surfaces, len(zebras), stage.projector)
-    if len(surfaces) > 1:  # with others in the frame, "visible" also means "shows in the image" (one zebra alone: as ever)
-        labels = [(xy, variety.seen_on_mask(xy, vis, mask)) for (xy, vis), mask in zip(labels, masks)]
-    shadow = variety.ground_shadow(surfaces, towards_sun, ground, stage.projector, alpha, n_closed=len(zebras))
-    variety.write_gray_png(args.shadow_dir / final.name, shadow)
-    shadow_sha1 = manifest.file_sha1(args.shadow_dir / final.name)
-    record, (bbox, area) = [], bbox_from_alpha(masks[0])
-    for k, ((_, _, row, coat), (xy, vis), mask) in enumerate(zip(zebras, labels, masks)):
-        extra = {"segmentation": rle_encode(mask), "attributes": {
-            "coat_seed": coat, "pose_row": row, "zebras": len(zebras),
-            "occluders": [o["kind"] for o in occluders], "truncated": cut or ""}}
-        if k > 0:
-            if not mask.any():
-                continue  # wholly hidden behind the others: no annotation
-            extra = {**zebra_fields(xy.reshape(-1), vis, *bbox_from_alpha(mask)), **extra}
-        record.append(extra)
-    k = i - shard["start"]
-    shard["gt"][k], shard["vis"][k], shard["bbox"][k], shard["area"][k] = labels[0][0].reshape(-1), labels[0][1], bbox, area
-    shard["scene"][k] = json.dumps({"zebras": record})
-    shard["sha1"][k], shard["shadow_sha1"][k], shard["done"][k] = sha1, shadow_sha1, True
-    t6 = time.perf_counter()
-    for part, dt in zip(("pose", "camera", "labels", "render", "alpha", "masks"),
-                        (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
-        timing[part] = timing.get(part, 0.0) + dt
-
-
 def script_argv():
     """The flags after `--`. Flags without it are refused: Blender would take them for its own, and
     `python animation_script.py --n_frames=10` would otherwise render the defaults."""
@@ -735,36 +858,19 @@ def script_argv():
     return []
 
 
-def check_writable(*folders):
-    """One line now, not a failure after the first frame, when a folder is read-only or full."""
-    for folder in folders:
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is a file, expected a folder")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test.") as f:
-                f.write(b"x")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            raise UserError(f"cannot write in {folder}: {e.strerror}") from None
-
-
 def main(argv=None):
-    stop = StopRequest()
     args = parse_args(script_argv() if argv is None else argv)
     check_flags(args)
     poses = load_poses(args)
 
-    # open the zebra and set up the renderer
+    # open the zebra, set up the renderer and the lights, and make the props every frame reuses
     blend = open_blend(args)
     scene = bpy.context.scene
     rig = load_rig(scene)
     setup_render(scene, args)
     sun, ambient = setup_lights(scene)
-    tangents = frame_tangents(scene, rig["cam"])
     scene.camera = rig["cam"]
-    stage = variety.Stage(scene, rig, args, poses)  # the herd, the occluders: made once
+    props = variety.Props(scene, rig, args.herd, args.width, args.height)
 
     # resume this frame range where it stopped, or start clean when another job was here
     job = job_description(args, poses, blend)
@@ -774,7 +880,8 @@ def main(argv=None):
     check_writable(args.image_dir, args.label_dir / SHARD_DIR_NAME, args.shadow_dir)
     shard_file = shards.shard_path(args.label_dir / SHARD_DIR_NAME, args.frame_start, args.frame_end)
     shard = open_shard(shard_file, args, info)
-    if not shard["done"].any() and args.frame_start == 0 and args.frame_end == args.n_frames:
+    whole_run = args.frame_start == 0 and args.frame_end == args.n_frames
+    if not shard["done"].any() and whole_run:
         shard = shards.shard_from_outputs(args.label_dir, info) or shard  # a finished run of this job
     finished = finished_frames(shard, args)
     start_clean(args, info, finished)
@@ -784,14 +891,16 @@ def main(argv=None):
               flush=True)
 
     # render, saving the labels now and then so a stopped run resumes
-    timing, bar, last_save, t_start = {}, progress(total=len(todo), unit="frame"), time.perf_counter(), time.perf_counter()
-    n_rendered = 0
+    stage = Stage(args, poses, scene, rig, sun, ambient, frame_tangents(scene, rig["cam"]), props, shard)
+    stop = StopRequest()
+    bar, n_rendered = progress(total=len(todo), unit="frame"), 0
+    t_start = last_save = time.perf_counter()
     try:
         for i in todo:
             if stop.signal:
                 break
             shard["done"][i - args.frame_start] = False
-            render_frame(scene, rig, sun, ambient, tangents, args, i, poses[i], shard, timing, stage)
+            render_frame(stage, i)
             n_rendered += 1
             bar.update()
             if time.perf_counter() - last_save > SAVE_EVERY_S:
@@ -802,15 +911,16 @@ def main(argv=None):
     finally:
         bar.close()
         shards.save_shard(shard_file, shard)
-    report_speed(n_rendered, time.perf_counter() - t_start, timing)
+    report_speed(n_rendered, time.perf_counter() - t_start, stage.timing)
     if stop.signal and not shard["done"].all():  # stopped after the last frame: the labels are written as usual
         raise Stopped(f"{stop.signal}: {int(shard['done'].sum())} of {len(shard['done'])} frames done, their labels "
                       f"saved in {shard_file}; run the same command again to resume")
 
     # one whole run writes the three label files itself (manifest last); ranges wait for merge_shards.py
-    if args.frame_start == 0 and args.frame_end == args.n_frames:
+    if whole_run:
         gt, vis, bbox, area, info = shards.merge([shard])
-        shards.write_outputs(gt, vis, bbox, area, info, args.label_dir, scenes=shards.merged_scenes([shard]))
+        shards.write_outputs(gt, vis, bbox, area, info, args.label_dir, scenes=shards.merged_scenes([shard]),
+                             shadow_dir=args.shadow_dir)
         shard_file.unlink(missing_ok=True)
         print(f"wrote {args.n_frames} frames to {args.image_dir} and labels to {args.label_dir}")
     else:

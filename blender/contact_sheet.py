@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn import manifest  # noqa: E402
 from pasyn.drawing import draw_keypoints  # noqa: E402
 from pasyn.files import (GT_NPY, RENDER_ANNOTATIONS, SYNTH_DIR, VIS_NPY, UserError, atomic_path, load_array,  # noqa: E402
                          require_file, run_main, shadow_dir_for)
@@ -126,7 +127,8 @@ def main(argv=None):
     p.add_argument("--coats", action="store_true", help="no labels: the coats, captioned with their seeds")
     p.add_argument("--annotations", type=Path, default=RENDER_ANNOTATIONS, help="for --coats and --scene")
     p.add_argument("--scene", action="store_true", help="every zebra: masks, keypoints, shadows")
-    p.add_argument("--shadow_dir", type=Path, default=None, help="for --scene (default: where step 3 puts them)")
+    p.add_argument("--shadow_dir", type=Path, default=None,
+                   help="for --scene (default: the folder render_manifest.json beside --annotations records)")
     args = p.parse_args(argv)
     gt = load_array(args.gt, 2 * len(KEYPOINTS), what="keypoints").reshape(-1, len(KEYPOINTS), 2)
     vis = load_array(args.vis, len(KEYPOINTS), dtype=np.uint8, what="visibilities")
@@ -138,7 +140,8 @@ def main(argv=None):
     tiles = []
     seeds = coat_seeds(args.annotations) if args.coats else None
     herds = annotations_by_image(args.annotations) if args.scene else None
-    shadow_dir = args.shadow_dir or shadow_dir_for(args.image_dir)
+    shadow_dir = (args.shadow_dir or manifest.recorded_shadow_dir(args.annotations.parent)
+                  or shadow_dir_for(args.image_dir))
     for i in frames:
         image = Image.open(require_file(args.image_dir / image_name(i, len(gt)))).convert("RGBA")
         scale = max(1, args.tile // max(image.size))

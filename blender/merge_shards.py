@@ -7,6 +7,7 @@ shards/frames_AAAAA_BBBBB.npz. The shards must come from the same job (seed, fla
 and cover frames 0..N-1 exactly once; rows, annotation entries and file names then follow frame order.
 Every frame must still be the PNG its shard recorded (checksum); frames in the image folder that the
 merged job does not list (left by another job) are removed, so the folder holds exactly the data set.
+render_manifest.json records the shards' shadow folder (they must share one).
 """
 import argparse
 import sys
@@ -30,11 +31,16 @@ def main(argv=None):
                         "(made by animation_script.py -- --frame_start=A --frame_end=B)")
     loaded = [shards.load_shard(p) for p in paths]
     gt, vis, bbox, area, info = shards.merge(loaded)
+    shadow_dirs = {s["info"].get("shadow_dir") for s in loaded}  # the shadows stay where the shards' runs put them
+    if len(shadow_dirs) > 1:
+        folders = ", ".join(sorted(map(str, shadow_dirs)))
+        raise UserError(f"the shards put their shadows in different folders ({folders}): "
+                        f"render every range with the same --shadow_dir")
+    shadow_dir = shadow_dirs.pop()
     image_dir = args.image_dir or Path(loaded[0]["info"].get("image_dir", SYNTH_DIR))
-    shadow_dir = loaded[0]["info"].get("shadow_dir")  # the shadows go where the shards' runs put them
     shards.check_frames(info, image_dir, shadow_dir)
     d = args.label_dir
-    shards.write_outputs(gt, vis, bbox, area, info, d, scenes=shards.merged_scenes(loaded))
+    shards.write_outputs(gt, vis, bbox, area, info, d, scenes=shards.merged_scenes(loaded), shadow_dir=shadow_dir)
     stale = shards.stale_frames(image_dir, info["frame_sha1"])
     if shadow_dir:
         stale += shards.stale_frames(shadow_dir, info["frame_sha1"])

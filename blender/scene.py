@@ -1,9 +1,9 @@
 """Scene variety of step 3 (animation_script.py): every zebra its own coat, herds, occluders in front
 of them, frames that cut a zebra, each zebra's visible pixels and the shadow on the ground.
 
-All of it draws from its own random stream of (seed, frame), apart from the seed's draws of
-animation_script.frame_params: `--herd 1 --occluder_prob 0 --truncation_prob 0` gives the labels the
-seed gave, bit for bit, while the coat still changes (it touches no label).
+Nothing here draws a random number by itself: animation_script.frame_draws makes every stream
+(pasyn/streams.py, one per purpose and frame, and zebra where it is per zebra) and hands each
+function below the stream or the values it needs.
 
 Needs bpy (imported by animation_script.py, which runs in Blender or with the pip bpy module).
 """
@@ -17,8 +17,6 @@ import numpy as np
 import bpy
 from mathutils import Matrix
 from mathutils.bvhtree import BVHTree
-
-SCENE_STREAM = 14          # the scene's random stream: [seed, frame, SCENE_STREAM] (frame_params uses [seed, frame])
 
 # --- coats ---------------------------------------------------------------------------------------
 # Each knob is drawn uniformly from its range; 0 everywhere is the classic coat of build_zebra.py.
@@ -44,20 +42,16 @@ SHADOW_STRIPE_SHARE, SHADOW_STRIPE_RANGE = 0.5, (0.2, 0.7)   # half the coats ha
 LEG_FADE_SHARE, LEG_FADE_RANGE = 0.3, (0.2, 0.7)             # a third have leg stripes that fade out
 
 
-def coat_seed(seed, frame, zebra):
-    """The coat's own seed: coat_params(coat_seed) remakes the coat alone, without the frame."""
-    return int(np.random.SeedSequence([seed, frame, SCENE_STREAM, zebra]).generate_state(1)[0])
-
-
-def coat_params(seed):
-    """One coat's knobs, from its seed."""
+def coat_params(seed, variety=1.0):
+    """One coat's knobs, from its seed. variety scales every knob toward the classic coat (0 everywhere):
+    1 gives the full ranges, 0 the classic coat of build_zebra.py whatever the seed."""
     rng = np.random.default_rng(seed)
     params = {name: float(rng.uniform(*r)) for name, r in COAT_RANGES.items()}
     share = rng.uniform(size=2)
     params["shadow_stripes"] = float(rng.uniform(*SHADOW_STRIPE_RANGE)) if share[0] < SHADOW_STRIPE_SHARE else 0.0
     params["leg_fade"] = float(rng.uniform(*LEG_FADE_RANGE)) if share[1] < LEG_FADE_SHARE else 0.0
     params["noise_offset"] = [float(x) for x in rng.uniform(0, 1000, 3)]
-    return params
+    return {name: [variety * x for x in v] if isinstance(v, list) else variety * v for name, v in params.items()}
 
 
 CLASSIC_WHITE, CLASSIC_BLACK = (0.80, 0.79, 0.76), (0.012, 0.011, 0.011)  # the coat build_zebra.py always made
@@ -92,32 +86,18 @@ def wear_coat(mesh_objects, params):
         obj.update_tag(refresh={"OBJECT"})  # without it Cycles keeps the last coat (tested)
 
 
-# --- the frame's draws ---------------------------------------------------------------------------
+# --- the scene's draws (each from the stream animation_script.frame_draws hands over) ------------
 
-def scene_params(args, i):
-    """The scene's choices for frame i that need no geometry; the rng goes on to place things."""
-    rng = np.random.default_rng([args.seed, i, SCENE_STREAM])
-    n_zebras = int(rng.integers(1, args.herd + 1))
-    herd_heading = rng.uniform(size=n_zebras)
-    return {
-        "rng": rng,
-        "n_zebras": n_zebras,
-        # herds graze loosely aligned: most members within +-30 degrees of the first zebra's heading
-        "headings": [float(rng.normal(0, 30)) if u < 0.7 else float(rng.uniform(0, 360)) for u in herd_heading],
-        "truncated": bool(rng.uniform() < args.truncation_prob),
-        "occluded": bool(rng.uniform() < args.occluder_prob),
-    }
+def member_heading(rng):
+    """A herd member's heading, degrees, relative to the first zebra's: herds graze loosely aligned,
+    most members within +-30 degrees of the first zebra, the others any way."""
+    return float(rng.normal(0, 30)) if rng.uniform() < 0.7 else float(rng.uniform(0, 360))
 
 
 def herd_rows(n_frames, herd, i):
     """Rows of the pose file for herd members 1..herd-1 of frame i: after the first n_frames rows
     (one per frame, the first zebra's), so no row is used twice and --herd 1 reads what it always read."""
     return [n_frames + i * (herd - 1) + k for k in range(herd - 1)]
-
-
-def body_params(rng, ranges):
-    """A herd member's torso, neck, head and tail angles, drawn from animation_script's BODY_RANGES."""
-    return {bone: [float(rng.uniform(*r)) for r in rr] for bone, rr in ranges.items()}
 
 
 # --- herds ---------------------------------------------------------------------------------------
@@ -165,16 +145,16 @@ def rectangles_overlap(a, b):
     return True
 
 
-def place_members(rng, lead_verts, member_verts, headings, tries=16):
+def place_members(rngs, lead_verts, member_verts, headings, tries=16):
     """Ground offsets (x, y, z) for herd members around the first zebra, their footprints apart
-    from each other's; a member that finds no free place in `tries` draws is left out (None).
-    Each member's lowest point lands on the ground: the first zebra's lowest point."""
+    from each other's; a member that finds no free place in `tries` draws (from its own stream in
+    rngs) is left out (None). Each member's lowest point lands on the ground: the first zebra's lowest point."""
     ground = float(lead_verts[:, 2].min())
     taken = [footprint(lead_verts, headings[0])]
     centre = taken[0][0]
     reach = float(np.max(taken[0][2]))
     offsets = []
-    for verts, heading in zip(member_verts, headings[1:]):
+    for rng, verts, heading in zip(rngs, member_verts, headings[1:]):
         own = footprint(verts, heading)
         offset = None
         for _ in range(tries):
@@ -225,12 +205,16 @@ TRUNCATION_SIDES = (("left", 0.3), ("right", 0.3), ("bottom", 0.25), ("top", 0.1
 TRUNCATION_CUT = (0.15, 0.5)   # share of the herd's width (height) that falls outside the frame
 
 
-def truncate(rng, cam, projector, verts):
-    """Slide the camera in its image plane so one side of the herd falls outside the frame.
-    Returns the side and the share cut (of the herd's extent on the image)."""
+def truncation_cut(rng):
+    """Which side of the frame cuts the herd, and the share of the herd's extent cut off."""
     names, weights = zip(*TRUNCATION_SIDES)
     side = names[int(rng.choice(len(names), p=np.array(weights) / sum(weights)))]
-    cut = float(rng.uniform(*TRUNCATION_CUT))
+    return side, float(rng.uniform(*TRUNCATION_CUT))
+
+
+def truncate(side, cut, cam, projector, verts):
+    """Slide the camera in its image plane so `cut` of the herd's extent on the image falls outside
+    the frame on `side`."""
     xy, depth = projector(verts)
     lo, hi = xy.min(0), xy.max(0)
     extent = hi - lo
@@ -251,7 +235,6 @@ def truncate(rng, cam, projector, verts):
     m[:3, 3] -= m[:3, 0] * shift[0] * metres[0] - m[:3, 1] * shift[1] * metres[1]
     cam.matrix_world = Matrix(m.tolist())
     projector.update(cam)
-    return side, cut
 
 
 # --- occluders -----------------------------------------------------------------------------------
@@ -419,7 +402,8 @@ def visible_masks(alpha, surfaces, n_zebras, projector):
 
     The render's alpha says which pixels show something; which thing each shows is the nearest
     surface at the pixel centre (our own z-buffer of the same triangles). Fringe pixels whose centre
-    no triangle covers (anti-aliased edges) take the surface of their nearest covered neighbour.
+    no triangle covers (anti-aliased edges) take the surface of their nearest covered neighbour, grown
+    pixel by pixel through the foreground; specks it never reaches take the nearest covered pixel's.
     `surfaces`: (world vertices, triangles) of the zebras first, then the occluders."""
     fg = alpha > 0
     if len(surfaces) == 1:
@@ -440,9 +424,16 @@ def visible_masks(alpha, surfaces, n_zebras, projector):
             take = todo & (grown < 0) & (src >= 0)
             grown[take] = src[take]
         if (grown == label).all():
-            break  # foreground pixels with no surface anywhere near: nobody's
+            break
         label = grown
         todo = fg & (label < 0)
+    # specks cut off from every covered pixel (a thin tail or hoof between pixel centres) take the
+    # surface of the nearest covered pixel: with nothing but zebras in front, every shown pixel is a zebra's
+    covered = np.argwhere(label >= 0)
+    for specks in np.array_split(np.argwhere(todo), max(1, int(todo.sum()) // 64)):
+        if len(specks) and len(covered):
+            nearest = ((specks[:, None, :] - covered[None, :, :]) ** 2).sum(-1).argmin(1)
+            label[tuple(specks.T)] = label[tuple(covered[nearest].T)]
     return np.stack([label == k for k in range(n_zebras)])
 
 
@@ -491,15 +482,14 @@ def write_gray_png(path, image):
 
 # --- what lasts across frames --------------------------------------------------------------------
 
-class Stage:
+class Props:
     """The herd's extra zebras, the occluder pool, a projector for the camera, and the zebra mesh's
     triangles: made once per run."""
 
-    def __init__(self, scene, rig, args, poses):
-        self.args, self.poses = args, poses
-        self.members = make_herd(rig, args.herd)
+    def __init__(self, scene, rig, herd, width, height):
+        self.members = make_herd(rig, herd)
         self.occluders = Occluders(scene)
-        self.projector = Projector(scene, rig["cam"], args.width, args.height)
+        self.projector = Projector(scene, rig["cam"], width, height)
         tris, offset = [], 0
         for m in rig["meshes"]:  # mesh_vertices stacks the meshes in this order
             tris.append(mesh_triangles(m) + offset)
@@ -507,23 +497,24 @@ class Stage:
         self.tris = np.concatenate(tris)
 
     def show(self, shown):
+        """Render the herd members in `shown` (rig dicts), hide the others."""
         for member in self.members:
             for m in member["meshes"]:
                 m.hide_render = not any(member is s for s in shown)
 
-    def frame(self, look, cam, zebra_verts, cam_pos):
-        """Cut the frame (a share of frames) and put occluders in front (another share).
-        Returns the camera position and what was done, for the annotation."""
+    def cut_and_occlude(self, truncation, occluder_rng, cam, zebra_verts, cam_pos):
+        """Cut the frame when truncation is (side, share), put occluders in front when occluder_rng
+        is a stream (else none). Returns the camera position, the ground height and the occluders
+        placed (for the annotation)."""
         self.projector.update(cam)
-        side = None
-        if look["truncated"]:
-            side, _ = truncate(look["rng"], cam, self.projector, np.concatenate(zebra_verts))
+        if truncation is not None:
+            truncate(*truncation, cam, self.projector, np.concatenate(zebra_verts))
             cam_pos = np.array(cam.matrix_world)[:3, 3]
         ground = float(zebra_verts[0][:, 2].min())
-        occluders = self.occluders.place(look["rng"], zebra_verts, cam_pos, ground) if look["occluded"] else []
-        if not look["occluded"]:
+        if occluder_rng is None:
             self.occluders.hide()
-        return cam_pos, ground, side, occluders
+            return cam_pos, ground, []
+        return cam_pos, ground, self.occluders.place(occluder_rng, zebra_verts, cam_pos, ground)
 
     def surfaces(self, zebra_verts):
         """(world vertices, triangles) of every zebra, then every shown occluder."""

@@ -6,7 +6,8 @@ A job is everything that shapes step 3's output: its flags (seed included), the 
 the top of animation_script.py, the checksums of the pose file and the .blend, and the Blender
 version. Its id is a checksum of that description. Step 3 writes its three label files
 (blender_gt.npy, blender_vis.npy, annotations.json) and then, last, a small manifest beside them,
-render_manifest.json: the job id, the number of frames and a checksum of each label file.
+render_manifest.json: the job id, the number of frames, a checksum of each label file and
+"shadow_dir", the folder its ground shadows went to (absolute), so step 5 finds them.
 annotations.json's "info" carries the same job id and the checksum of every frame's PNG
 ("frame_sha1": {file name: sha1}) and of its ground-shadow PNG ("shadow_sha1").
 
@@ -57,9 +58,10 @@ def manifest_path(label_dir):
     return Path(label_dir) / MANIFEST_NAME
 
 
-def write_label_set(label_dir, gt, vis, dataset):
-    """The three label files, then the manifest. A crash or a full disk while they are written
-    leaves the old set, or files that do not match the manifest (which readers refuse)."""
+def write_label_set(label_dir, gt, vis, dataset, shadow_dir=None):
+    """The three label files, then the manifest (with shadow_dir, where step 3 put the frames'
+    shadows). A crash or a full disk while they are written leaves the old set, or files that do
+    not match the manifest (which readers refuse)."""
     label_dir = Path(label_dir)
     gt_path, vis_path, ann_path = label_paths(label_dir)
     with contextlib.ExitStack() as stack:  # every file goes to a temp file first; renamed together at the end
@@ -68,8 +70,17 @@ def write_label_set(label_dir, gt, vis, dataset):
         tmp_vis.write_bytes(npy_bytes(np.asarray(vis, np.uint8)))
         tmp_ann.write_text(json.dumps(dataset, indent=1))
         sums = {p.name: file_sha1(t) for p, t in zip((gt_path, vis_path, ann_path), (tmp_gt, tmp_vis, tmp_ann))}
+    where = {"shadow_dir": str(Path(shadow_dir).resolve())} if shadow_dir is not None else {}
     save_json(manifest_path(label_dir), {
-        "job_id": dataset["info"]["job_id"], "n_frames": len(dataset["images"]), "labels_sha1": sums})
+        "job_id": dataset["info"]["job_id"], "n_frames": len(dataset["images"]), "labels_sha1": sums, **where})
+
+
+def recorded_shadow_dir(label_dir):
+    """The folder step 3 recorded for the shadows of this label set (render_manifest.json's
+    "shadow_dir"), or None (no manifest, or one from before it recorded them)."""
+    m = read_manifest(label_dir, missing_ok=True, quiet=True)
+    value = m.get("shadow_dir") if m else None
+    return Path(value) if isinstance(value, str) and value else None
 
 
 def remove_label_set(label_dir):

@@ -127,12 +127,13 @@ def scene_from_annotations(first, herd):
                        + [{k: v for k, v in a.items() if k not in ids} for a in herd]})
 
 
-def write_outputs(gt, vis, bbox, area, info, label_dir=GT_NPY.parent, scenes=None):
-    """blender_gt.npy, blender_vis.npy and annotations.json, then render_manifest.json (pasyn/manifest.py)."""
+def write_outputs(gt, vis, bbox, area, info, label_dir=GT_NPY.parent, scenes=None, shadow_dir=None):
+    """blender_gt.npy, blender_vis.npy and annotations.json, then render_manifest.json (pasyn/manifest.py),
+    which records the folder the frames' shadows went to."""
     job = info["job"]
     names = [image_name(i, len(gt)) for i in range(len(gt))]
     dataset = coco_dataset(names, gt, vis, bbox, area, job["width"], job["height"], info=info, scenes=scenes)
-    manifest.write_label_set(label_dir, gt, vis, dataset)
+    manifest.write_label_set(label_dir, gt, vis, dataset, shadow_dir=shadow_dir)
 
 
 def stale_frames(image_dir, keep):

@@ -44,7 +44,7 @@ def why_no_slurm():
     return None
 
 
-pytestmark = pytest.mark.skipif(why_no_slurm() is not None, reason=str(why_no_slurm()))
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(why_no_slurm() is not None, reason=str(why_no_slurm()))]
 
 
 def free_port():
