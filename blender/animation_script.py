@@ -52,7 +52,7 @@ from pasyn.angles import OURS, pose_file_convention, sidecar_path, to_ours  # no
 from pasyn.progress import progress  # noqa: E402
 from pasyn.files import (BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, Stopped, UserError, check_seed,  # noqa: E402
                          check_writable, load_array, run_main, shadow_dir_for)
-from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, KEYPOINTS, REST_BONES, keypoint_position  # noqa: E402
+from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, KEYPOINTS, KEYPOINT_AT_REST, REST_BONES, bone_length, keypoint_positions  # noqa: E402
 from pasyn.streams import stream  # noqa: E402
 
 import bpy  # noqa: E402
@@ -74,6 +74,14 @@ BODY_RANGES = {
     "neck2": ((-10, 20), (0, 0), (-10, 10)),
     "head": ((-20, 20), (0, 0), (-10, 10)),
     "tail": ((-10, 40), (-30, 30), (0, 0)),
+}
+# A grazing zebra (--grazing_prob of them): the neck swung down in front of the chest and the head
+# turned back toward vertical, muzzle at about knee height (the rig's neck is too short to reach the
+# ground without splayed forelegs); torso and tail as above.
+GRAZING_RANGES = {
+    "neck": ((70, 100), (-5, 5), (-15, 15)),
+    "neck2": ((-40, -10), (0, 0), (-10, 10)),
+    "head": ((-30, 0), (0, 0), (-10, 10)),
 }
 HIDDEN_DEPTH = 0.15        # how deep under the surface the ray enters (x torso length) a joint may lie and count visible
 FIT_MARGIN = 0.05          # the tightest camera distance leaves 5% of the frame free on each side
@@ -120,6 +128,8 @@ def add_scene_flags(p):
     p.add_argument("--coat_variety", type=float, default=1.0,
                    help="how far each zebra's procedural coat may differ from the classic coat: "
                         "1 the full ranges (default), 0 the classic coat of build_zebra.py on every zebra")
+    p.add_argument("--grazing_prob", type=float, default=0.0,
+                   help="share of zebras with the head down, grazing (GRAZING_RANGES; default 0)")
     p.add_argument("--herd", type=int, default=1,
                    help="up to this many zebras per frame, each posed from its own row of --poses (default 1)")
     p.add_argument("--occluder_prob", type=float, default=0.3,
@@ -134,7 +144,7 @@ def add_scene_flags(p):
 def check_scene_flags(args):
     if not 1 <= args.herd <= 8:
         raise UserError(f"--herd must be between 1 and 8, got {args.herd}")
-    for name in ("coat_variety", "occluder_prob", "truncation_prob"):
+    for name in ("coat_variety", "grazing_prob", "occluder_prob", "truncation_prob"):
         if not 0 <= getattr(args, name) <= 1:
             raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
     if args.shadow_dir is None:
@@ -197,7 +207,8 @@ def job_description(args, poses, blend_path):
     """What must match for shards to merge and a re-run to reuse finished frames: everything that
     shapes a frame or its labels (as it reads back from JSON, so stored and fresh ones compare equal)."""
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in NOT_IN_JOB}
-    labels = {"body_ranges": BODY_RANGES, "hidden_depth": HIDDEN_DEPTH, "fit_margin": FIT_MARGIN}
+    labels = {"body_ranges": BODY_RANGES, "grazing_ranges": GRAZING_RANGES, "hidden_depth": HIDDEN_DEPTH,
+              "fit_margin": FIT_MARGIN, "keypoints_at_rest": KEYPOINT_AT_REST}
     return manifest.canonical({**flags, **labels, "poses_sha1": sha1_of(poses.tobytes()),
                                "blend_sha1": sha1_of(Path(blend_path).read_bytes()),
                                "blender": bpy.app.version_string})
@@ -319,9 +330,13 @@ class FrameDraws:
 PURPOSES = list(FrameDraws.__dataclass_fields__)
 
 
-def body_angles(rng):
-    """A zebra's torso, neck, head and tail angles, degrees: {bone: [x, y, z]} within BODY_RANGES."""
-    return {bone: [float(rng.uniform(*r)) for r in ranges] for bone, ranges in BODY_RANGES.items()}
+def body_angles(rng, grazing=None):
+    """A zebra's torso, neck, head and tail angles, degrees: {bone: [x, y, z]} within BODY_RANGES,
+    the neck and head within GRAZING_RANGES when `grazing` (a stream of its own) says it grazes."""
+    angles = {bone: [float(rng.uniform(*r)) for r in ranges] for bone, ranges in BODY_RANGES.items()}
+    if grazing is not None:
+        angles.update({bone: [float(grazing.uniform(*r)) for r in ranges] for bone, ranges in GRAZING_RANGES.items()})
+    return angles
 
 
 def frame_draws(args, i):
@@ -339,7 +354,8 @@ def frame_draws(args, i):
     n = int(own("herd").integers(1, args.herd + 1))
     first = u(own("heading", 0), args.heading_range)
     heading = [first] + [first + variety.member_heading(own("heading", k)) for k in range(1, n)]
-    body = [body_angles(own("body", k)) for k in range(n)]
+    grazes = [own("grazing", k) for k in range(n)]
+    body = [body_angles(own("body", k), g if g.uniform() < args.grazing_prob else None) for k, g in enumerate(grazes)]
     coat = [int(own("coat", k).integers(2 ** 32)) for k in range(n)]
     rng = own("truncation")
     truncation = variety.truncation_cut(rng) if rng.uniform() < args.truncation_prob else None
@@ -407,13 +423,11 @@ def apply_pose(rig, pose, body, heading):
     rig["arm"].matrix_world = Matrix((turn @ rig["base_matrix"]).tolist())
 
 
-def bone_ends(rig, depsgraph):
-    """World heads and tails of the evaluated (posed) bones."""
+def posed_bone_matrices(rig, depsgraph):
+    """World matrix of every evaluated (posed) bone: translation at its head, Y along it."""
     arm = rig["arm"].evaluated_get(depsgraph)
-    world = arm.matrix_world
-    heads = {b.name: np.array(world @ b.head) for b in arm.pose.bones}
-    tails = {b.name: np.array(world @ b.tail) for b in arm.pose.bones}
-    return heads, tails
+    world = np.array(arm.matrix_world)
+    return {b.name: world @ np.array(b.matrix) for b in arm.pose.bones}
 
 
 def mesh_vertices(rig, depsgraph):
@@ -548,9 +562,9 @@ def visibility(trees, cam_pos, points, inside, body_size, others=()):
 def zebra_points(rig, depsgraph):
     """The zebra's 19 keypoints in world space, (19, 3) in KEYPOINTS order, and its torso length (the
     body size of the hidden-depth rule): the one place that says where a keypoint sits on the posed rig."""
-    heads, tails = bone_ends(rig, depsgraph)
-    points = np.array([keypoint_position(name, heads, tails) for name in KEYPOINTS])
-    return points, float(np.linalg.norm(heads["torso"] - tails["torso"]))
+    posed = posed_bone_matrices(rig, depsgraph)
+    # a bone's Y axis runs along it: its length in the world is the rig's times any object scale
+    return keypoint_positions(posed, rig["rest"]), bone_length("torso") * float(np.linalg.norm(posed["torso"][:3, 1]))
 
 
 # --- the PNG -------------------------------------------------------------------------------

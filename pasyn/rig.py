@@ -93,11 +93,6 @@ KEYPOINT_AT_REST.update({
 })
 
 
-def keypoint_position(name, heads, tails):
-    """TEMPORARY (old definition: bone ends), until step 3 switches to keypoint_positions."""
-    return heads["torso"] if name == "pelvis" else tails[name]
-
-
 def keypoint_positions(posed, rest):
     """The 19 keypoints (19, 3) in the space of `posed`: {bone: 4x4 posed matrix}, e.g. Blender's
     armature.matrix_world @ pose_bone.matrix; `rest`: {bone: 4x4 rest matrix in armature space}
