@@ -16,6 +16,9 @@ Modes:
                training data's convention) and decodes them, cycling through them to fill n_frames;
   uniform      a baseline without the VAE: every leg angle drawn uniformly within the training
                data's range of that angle (stored in the checkpoint).
+
+The model is rebuilt from the checkpoint's own config. --device auto|cpu|cuda picks where it
+samples (the random numbers are drawn on the CPU either way).
 """
 import argparse
 import hashlib
@@ -27,9 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.angles import N_POSE, sidecar_path, wrap_degrees  # noqa: E402
-from pasyn.files import POSES_NPY, VAE_CHECKPOINT, UserError, check_seed, load_array, run_main, save_json, save_npy  # noqa: E402
-from vae_io import check_writable, load_model, load_pose_file  # noqa: E402
-
+from pasyn.compute import add_device_flag, choose_device  # noqa: E402
+from pasyn.files import (POSES_NPY, VAE_CHECKPOINT, UserError, check_seed, check_writable, load_array,  # noqa: E402
+                         npy_bytes, run_main, save_json, save_npy)
+from vae_io import load_model, load_pose_file  # noqa: E402
 
 
 def parse_args(argv):
@@ -46,6 +50,7 @@ def parse_args(argv):
     p.add_argument("--checkpoint", type=Path, default=VAE_CHECKPOINT)
     p.add_argument("--out", type=Path, default=POSES_NPY,
                    help="output .npy (default: ../blender/my_vae_poses.npy); the sidecar .json goes beside it")
+    add_device_flag(p)
     args = p.parse_args(argv)
     if args.n_frames < 1:
         raise UserError(f"--n_frames must be at least 1 (got {args.n_frames})")
@@ -69,7 +74,7 @@ def poses_to_reconstruct(path, n_leg_joints):
 
 def uniform_poses(ckpt, n, seed):
     """(n, 36) angles drawn uniformly within each angle's training range."""
-    data = ckpt["config"].get("data")
+    data = ckpt.get("data")
     if not data:
         raise UserError("this checkpoint stores no training angle ranges; retrain it to use --mode uniform")
     low, high = np.asarray(data["angle_low"]), np.asarray(data["angle_high"])
@@ -78,10 +83,12 @@ def uniform_poses(ckpt, n, seed):
 
 def main(argv=None):
     args = parse_args(argv)
+    device = choose_device(args.device)
     model, ckpt = load_model(args.checkpoint)
     if model.n_leg_joints != N_POSE:
         raise UserError(f"{args.checkpoint} models {model.n_leg_joints} leg angles; Blender needs {N_POSE}")
-    check_writable(args.out)
+    check_writable(args.out.parent)
+    model.to(device)
 
     if args.mode == "reconstruct":
         given = poses_to_reconstruct(args.poses, model.n_leg_joints)
@@ -111,14 +118,6 @@ def main(argv=None):
     print(f"Mean: {poses.mean():.4f}, Std: {poses.std():.4f}")
     print(f"Range: [{poses.min():.4f}, {poses.max():.4f}]")
     return poses
-
-
-def npy_bytes(array):
-    """The exact bytes save_npy writes for `array`."""
-    import io
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 if __name__ == "__main__":

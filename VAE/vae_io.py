@@ -1,7 +1,8 @@
 """File I/O of the VAE stage, shared by train.py, generate.py and evaluate.py.
 
 Pose files are checked before use and every problem is one UserError line; checkpoints are
-self-describing dicts written atomically and loaded with an architecture check.
+self-describing dicts (CPU tensors, so they load on any machine) written atomically and loaded
+with an architecture check.
 """
 import sys
 import zipfile
@@ -71,22 +72,22 @@ def load_pose_splits(data_dir, n_leg_joints, convention="auto"):
     return data, guess, how
 
 
-def check_writable(path):
-    """One line now, before any work, if a file cannot be written at `path`."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path.parent / f".{path.name}.probe") as tmp:
-            tmp.write_bytes(b"0" * 4096)
-        (path.parent / f".{path.name}.probe").unlink()
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+def on_cpu(obj):
+    """A state (nested dicts and lists of tensors) with every tensor on the CPU; the same
+    tensors when they are there already."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
 
 
 def save_checkpoint(path, checkpoint):
     try:
         with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+            torch.save(on_cpu(checkpoint), tmp)
     except OSError as e:  # read-only or full folder: the old checkpoint is still whole
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -101,13 +102,23 @@ def read_checkpoint(path):
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model_state_dict" not in ckpt:
         raise UserError(f"{path} is not a checkpoint of this VAE (no 'config'/'model_state_dict'); "
                         "retrain with: cd VAE && python train.py")
+    return flat_config(ckpt)
+
+
+def flat_config(ckpt):
+    """Checkpoints written before the config was one flat dict kept it in three parts (model,
+    train, data): read them as today's, so they still sample, score and resume."""
+    config = ckpt["config"]
+    if isinstance(config, dict) and isinstance(config.get("model"), dict) and isinstance(config.get("train"), dict):
+        ckpt["data"] = config.get("data")
+        ckpt["config"] = {**config["model"], **config["train"]}
     return ckpt
 
 
 def model_from_checkpoint(ckpt, path):
-    """Rebuild VPoser from the checkpoint's own config and load its weights."""
+    """Rebuild VPoser from the checkpoint's own config and load its weights (on the CPU)."""
     try:
-        model = VPoser(**ckpt["config"]["model"])
+        model = VPoser.from_config(ckpt["config"])
         model.load_state_dict(ckpt["model_state_dict"])
     except (KeyError, TypeError, RuntimeError, AssertionError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -24,7 +24,13 @@ unit the decoder's own noise is added (sample_noise x unit_j RMS per joint), as 
 it. Measured over three data sets of different character (benchmark.py): N(0, I) and no noise
 leave the samples too clean and too central (recall 0.01-0.29); the fitted mixture and the
 calibrated noise raise recall to 0.68-0.84 at a similar precision.
+
+The class defaults are what VAE/train.py trains (its config block); VPoser.from_config rebuilds
+the model from a checkpoint's config. Every random number is drawn on the CPU, from torch's
+global generator (training) or a seeded one (sampling), and moved to the model's device, so a
+seed gives the same draws on any device and a checkpoint resumes exactly from the CPU's state.
 """
+import inspect
 import math
 import sys
 from pathlib import Path
@@ -133,11 +139,11 @@ def rotations_from_vectors(w):
     """(..., 3) rotation vectors (radians) -> (..., 3, 3) matrices (Rodrigues)."""
     theta = w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     k = w / theta
-    K = torch.zeros(w.shape[:-1] + (3, 3), dtype=w.dtype)
+    K = torch.zeros(w.shape[:-1] + (3, 3), dtype=w.dtype, device=w.device)
     K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
     K = K - K.transpose(-1, -2)
     s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
-    return torch.eye(3, dtype=w.dtype) + s * K + (1.0 - c) * (K @ K)
+    return torch.eye(3, dtype=w.dtype, device=w.device) + s * K + (1.0 - c) * (K @ K)
 
 
 def geodesic_degrees(R1, R2):
@@ -173,9 +179,10 @@ def smooth_noise(n, dim, smoothness, rng):
 
 def fit_gaussian_mixture(z, n_components, seed, iterations=25):
     """Weights (K,), means (K, D) and Cholesky factors (K, D, D) of a full-covariance Gaussian
-    mixture fitted to the rows of z (N, D) by EM, started from K random rows."""
+    mixture fitted to the rows of z (N, D) by EM, started from K random rows; on the CPU (a few
+    small matrices: the same result whatever device z is on)."""
     g = torch.Generator().manual_seed(seed)
-    z = z.double()
+    z = z.double().cpu()
     n, d = z.shape
     k = min(n_components, n)
     means = z[torch.randperm(n, generator=g)[:k]].clone()
@@ -198,8 +205,8 @@ def fit_gaussian_mixture(z, n_components, seed, iterations=25):
 
 
 class VPoser(nn.Module):
-    def __init__(self, n_leg_joints=36, hidden=(32, 24), latent_dim=20, recon_unit_deg=7.0,
-                 learned_unit=False, prior_components=0, convention=OURS, sample_noise=1.0):
+    def __init__(self, n_leg_joints=36, hidden=(128, 128), latent_dim=20, recon_unit_deg=7.0,
+                 learned_unit=True, prior_components=64, convention=OURS, sample_noise=1.0):
         super().__init__()
         assert convention in CONVENTIONS, f"unknown pose convention {convention!r}"
         self.convention = convention  # of the poses it learns and writes (pasyn/angles.py)
@@ -228,6 +235,20 @@ class VPoser(nn.Module):
         # then see unit-scale inputs and predict unit-scale offsets from the mean pose.
         self.register_buffer("feature_mean", torch.zeros(n_in))
         self.register_buffer("feature_std", torch.ones(n_in))
+
+    @classmethod
+    def from_config(cls, config):
+        """The model a run's config describes: its constructor's arguments, picked out of the
+        config by name (a checkpoint's config also holds the training settings)."""
+        names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+        missing = [n for n in names if n not in config]
+        if missing:
+            raise KeyError(f"the config has no {', '.join(missing)}")
+        return cls(**{n: config[n] for n in names})
+
+    @property
+    def device(self):
+        return self.feature_mean.device
 
     def set_normalization(self, R):
         """Take the feature mean/std from training rotation matrices (N, J, 3, 3)."""
@@ -264,7 +285,7 @@ class VPoser(nn.Module):
         """(total, kl, reconstruction) for a batch of training_inputs(); see the module doc."""
         mu, logvar = self.encode_features(x)
         std = torch.exp(0.5 * logvar)
-        z = torch.addcmul(mu, torch.randn_like(mu), std)
+        z = torch.addcmul(mu, torch.randn(mu.shape, dtype=mu.dtype).to(mu.device), std)
         kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1).mean()
         # (error / unit)^2 per joint; a learned unit pays 2 log(unit / start) for growing, so at
         # the start value this is the fixed-unit loss and the unit settles at the RMS error.
@@ -281,14 +302,16 @@ class VPoser(nn.Module):
         self.eval()
         mu, logvar = self.encode(R)
         g = torch.Generator().manual_seed(seed)
-        z = (mu + torch.randn((draws,) + mu.shape, generator=g) * torch.exp(0.5 * logvar)).reshape(-1, mu.shape[1])
+        eps = torch.randn((draws,) + mu.shape, generator=g).to(mu.device)
+        z = (mu + eps * torch.exp(0.5 * logvar)).reshape(-1, mu.shape[1])
         weights, means, chol = fit_gaussian_mixture(z, n_components, seed)
-        self.prior_weights, self.prior_means, self.prior_chol = weights, means, chol
+        self.prior_weights, self.prior_means, self.prior_chol = (t.to(self.device) for t in (weights, means, chol))
 
     def latent_samples(self, n, seed, smoothness):
         """(n, latent) codes from the sampling density; smooth in time when smoothness > 0."""
         rng = np.random.default_rng(seed)
-        eps = torch.as_tensor(smooth_noise(n, self.latent_dim + 1, smoothness, rng), dtype=torch.float32)
+        eps = torch.as_tensor(smooth_noise(n, self.latent_dim + 1, smoothness, rng),
+                              dtype=torch.float32).to(self.device)
         if len(self.prior_weights) == 1 and not torch.any(self.prior_means):
             return eps[:, :-1] @ self.prior_chol[0].T
         # The component follows a smooth uniform variable too, so a trajectory changes
@@ -314,14 +337,16 @@ class VPoser(nn.Module):
         """(n, J, 3, 3) random rotations drawn from the calibrated decoder's noise: rotation
         vectors whose RMS angle is each joint's learned unit (as smooth in time as z)."""
         rng = np.random.default_rng([seed, 1])
-        eps = torch.as_tensor(smooth_noise(n, 3 * len(self.log_unit), smoothness, rng), dtype=torch.float32)
+        eps = torch.as_tensor(smooth_noise(n, 3 * len(self.log_unit), smoothness, rng),
+                              dtype=torch.float32).to(self.device)
         scale = self.sample_noise * torch.deg2rad(torch.exp(self.log_unit)) / math.sqrt(3.0)
         return rotations_from_vectors(eps.view(n, -1, 3) * scale[:, None])
 
     @torch.no_grad()
     def reconstruct_poses(self, poses_deg):
         """Encode (posterior mean) and decode given poses: (N, n_leg_joints) degrees both ways."""
-        return self.finish(poses_from_matrices(self.decode(self.encode(matrices_from_poses(poses_deg))[0])))
+        R = matrices_from_poses(poses_deg).to(self.device)
+        return self.finish(poses_from_matrices(self.decode(self.encode(R)[0])))
 
     def finish(self, poses):
         """Decoded poses as the data writes them: shortest-arc triples in our convention."""

@@ -1,11 +1,12 @@
 """export/export.py: the data set as DeepLabCut, Ultralytics YOLO-pose and COCO (MMPose) read it.
 
-Inputs are real: step 3 renders a few frames (pip bpy, 48 x 64, non-square so x and y cannot swap),
-and a stand-in for step 5's output is made from them with real data's character: JPEGs on noisy
-backgrounds, herd images of two zebras side by side (several annotations per image, with RLE
-segmentations and attributes), an image with no zebra, a file in a subfolder.
-Format checks always run (the DeepLabCut .h5 ones need pandas + PyTables); the tool-backed checks run
-where `deeplabcut` / `ultralytics` import (pip install -r requirements-export.txt), and say so when skipped.
+The fast tests export a stand-in of steps 3 and 5 with real data's character, written by the COCO
+writer step 3 uses (pasyn/coco.py): RGBA renders with soft edges, JPEGs on noisy backgrounds, herd
+images of two zebras side by side (several annotations per image, with RLE segmentations and
+attributes), keypoints hidden (v = 1) and outside the frame (v = 0), an image with no zebra, a file in
+a subfolder, non-square frames so x and y cannot swap. A slow test exports step 3's real renders
+(pip bpy). The DeepLabCut .h5 checks need pandas + PyTables; the tool-backed checks run where
+`deeplabcut` / `ultralytics` import (pip install -r requirements-export.txt), and say so when skipped.
 """
 import importlib.util
 import json
@@ -22,44 +23,53 @@ REPO = Path(__file__).resolve().parents[1]
 EXPORT_DIR = REPO / "export"
 BLENDER_DIR = REPO / "blender"
 sys.path.insert(0, str(REPO))
-from pasyn.files import save_npy  # noqa: E402
-from pasyn.rig import AP10K_KEYPOINTS  # noqa: E402
+sys.path.insert(0, str(EXPORT_DIR))
+import export as export_script  # noqa: E402
+from pasyn import coco as coco_writer  # noqa: E402
+from pasyn.files import UserError, frame_name, save_npy  # noqa: E402
+from pasyn.rig import AP10K_KEYPOINTS, KEYPOINTS  # noqa: E402
 
 H, W, N = 48, 64, 12
 GREY = (128, 128, 128)
-
-
-def load_by_path(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def has(module):
     return importlib.util.find_spec(module) is not None
 
 
-def export(*flags, check=True):
-    proc = subprocess.run([sys.executable, "export.py", *map(str, flags)], cwd=EXPORT_DIR, capture_output=True,
-                          text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+def export(*flags):
+    export_script.main([str(f) for f in flags])
+
+
+def write_renders(d, n=N, seed=0):
+    """Step 3's output without Blender: RGBA PNGs (a noisy body with a soft edge on a transparent
+    ground) and annotations.json from step 3's COCO writer, each zebra with an RLE mask."""
+    rng = np.random.default_rng(seed)
+    (d / "img").mkdir(parents=True)
+    yy, xx = np.mgrid[:H, :W]
+    names, gt, vis, boxes, areas, scenes = [], [], [], [], [], []
+    for k in range(n):
+        cx, cy = rng.uniform(22, 42), rng.uniform(18, 30)
+        alpha = (np.clip(4.0 * (1.0 - np.hypot((xx - cx) / 16, (yy - cy) / 10)), 0, 1) * 255).round().astype(np.uint8)
+        rgba = np.dstack([rng.integers(0, 256, (H, W, 3)), alpha]).astype(np.uint8)
+        names.append(frame_name("zebra_synth", k, "png", n))
+        Image.fromarray(rgba, "RGBA").save(d / "img" / names[-1])
+        points = np.stack([rng.uniform(cx - 16, cx + 16, len(KEYPOINTS)),
+                           rng.uniform(cy - 10, cy + 10, len(KEYPOINTS))], 1)
+        gt.append(points.round(3).reshape(-1))
+        vis.append(rng.choice([0, 1, 2], len(KEYPOINTS), p=[0.1, 0.2, 0.7]))
+        box, area = coco_writer.bbox_from_alpha(alpha)
+        boxes.append(box)
+        areas.append(area)
+        scenes.append({"zebras": [{"segmentation": coco_writer.rle_encode(alpha > 0), "attributes": {"pose_row": k}}]})
+    coco = coco_writer.coco_dataset(names, np.array(gt), np.array(vis), boxes, areas, W, H, scenes=scenes)
+    (d / "annotations.json").write_text(json.dumps(coco))
+    return d
 
 
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory):
-    """Step 3 for real: N frames, RGBA PNGs and blender/annotations.json's layout."""
-    bench = load_by_path("blender_benchmark", BLENDER_DIR / "benchmark.py")
-    d = tmp_path_factory.mktemp("renders")
-    save_npy(d / "poses.npy", bench.synthetic_poses(N, 0))
-    proc = subprocess.run([sys.executable, "animation_script.py", "--", f"--n_frames={N}", f"--height={H}",
-                           f"--width={W}", f"--poses={d / 'poses.npy'}", f"--image_dir={d / 'img'}",
-                           f"--label_dir={d}"], cwd=BLENDER_DIR, env=bench.blender_env(BLENDER_DIR),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return d
+    return write_renders(tmp_path_factory.mktemp("renders"))
 
 
 def flatten(rgba, rng):
@@ -97,6 +107,7 @@ def dataset(renders, tmp_path_factory):
         pair = np.concatenate([frames[k], frames[k + 1]], axis=1)
         add(f"herd/herd_{k:05d}.jpg", flatten(pair, rng), [(anns[ids[k]], 0), (anns[ids[k + 1]], W)])
     add("empty_00000.jpg", rng.integers(0, 256, (H, W, 3)).astype(np.uint8), [])
+    annotations[0]["keypoints"][:3] = [5.0, 7.0, 0]  # v = 0 with coordinates, as other tools' COCO files have
     coco = {**src, "images": images, "annotations": annotations}
     (d / "annotations.json").write_text(json.dumps(coco))
     return d, coco
@@ -110,20 +121,17 @@ def by_image(coco):
     return out
 
 
-def test_yolo_labels_round_trip_to_our_keypoints(dataset, tmp_path):
-    d, coco = dataset
-    out = tmp_path / "yolo"
-    export("--to", "yolo", "--out", out, "--annotations", d / "annotations.json", "--val_fraction", 0.25)
+def check_yolo_labels(out, coco):
+    """Every image once, in one split, with one label line per zebra that gives back its box and keypoints;
+    returns {file_name: split}."""
     truth = by_image(coco)
     seen = {}
     for split in ("train", "val"):
-        for img in sorted((out / "images" / split).rglob("*.jpg")):
+        for img in sorted(p for p in (out / "images" / split).rglob("*") if p.is_file()):
             name = img.relative_to(out / "images" / split).as_posix()
-            assert img.read_bytes() == (d / name).read_bytes()  # the same image, not re-encoded
             seen[name] = split
             im, anns = truth[name]
-            label = (out / "labels" / split / name).with_suffix(".txt")
-            lines = label.read_text().splitlines()
+            lines = (out / "labels" / split / name).with_suffix(".txt").read_text().splitlines()
             assert len(lines) == len(anns)  # one line per zebra, an empty file for no zebra
             for line, a in zip(lines, anns):
                 v = np.array(line.split(), float)
@@ -136,8 +144,28 @@ def test_yolo_labels_round_trip_to_our_keypoints(dataset, tmp_path):
                 assert np.array_equal(kp[:, 2], ours[:, 2])
                 assert np.allclose(kp[:, :2], np.where(ours[:, 2:] > 0, ours[:, :2], 0), atol=1e-6 * im["width"])
                 assert (v[5:].reshape(17, 3)[:, :2] <= 1).all() and (v[5:] >= 0).all()
-    assert sorted(seen) == sorted(truth)  # every image once, in one split
-    assert list(seen.values()).count("val") == round(0.25 * len(truth))
+    assert sorted(seen) == sorted(truth)
+    return seen
+
+
+def check_flattened(rgba_path, rgb_path):
+    """The RGB copy of an RGBA image is the image composited onto GREY."""
+    rgba = np.asarray(Image.open(rgba_path)).astype(float)
+    rgb = np.asarray(Image.open(rgb_path))
+    assert rgb.shape == rgba.shape[:2] + (3,)
+    a = rgba[..., 3:] / 255
+    assert np.abs(rgb - (rgba[..., :3] * a + np.array(GREY) * (1 - a))).max() <= 1
+    assert (rgb[rgba[..., 3] == 0] == GREY).all()
+
+
+def test_yolo_labels_round_trip_to_our_keypoints_and_images_are_not_re_encoded(dataset, tmp_path):
+    d, coco = dataset
+    out = tmp_path / "yolo"
+    export("--to", "yolo", "--out", out, "--annotations", d / "annotations.json", "--val_fraction", 0.25)
+    seen = check_yolo_labels(out, coco)
+    assert list(seen.values()).count("val") == round(0.25 * len(seen))
+    for name, split in seen.items():
+        assert (out / "images" / split / name).read_bytes() == (d / name).read_bytes()
 
 
 def test_yolo_data_yaml_flips_left_and_right(dataset, tmp_path):
@@ -160,7 +188,7 @@ def test_yolo_data_yaml_flips_left_and_right(dataset, tmp_path):
                a.replace("left_", "right_") == b or a.replace("right_", "left_") == b
 
 
-def test_coco_export_loads_with_pycocotools(dataset, tmp_path):
+def test_coco_export_loads_with_pycocotools_unchanged(dataset, tmp_path):
     from pycocotools.coco import COCO
     d, coco = dataset
     out = tmp_path / "coco"
@@ -190,28 +218,22 @@ def test_split_is_seeded(dataset, tmp_path):
     assert val_names(0, "a") == val_names(0, "b") != val_names(1, "c")
 
 
-def test_renders_are_flattened_onto_the_background(renders, tmp_path):
+def test_renders_with_alpha_are_flattened_onto_the_background_and_cannot_be_linked(renders, tmp_path):
     out = tmp_path / "yolo"
     export("--to", "yolo", "--out", out, "--source", "renders", "--annotations", renders / "annotations.json",
            "--images", renders / "img", "--val_fraction", 0)
     name = "zebra_synth_00000.png"
-    rgba = np.asarray(Image.open(renders / "img" / name)).astype(float)
-    rgb = np.asarray(Image.open(out / "images" / "train" / name))
-    assert rgb.shape == (H, W, 3)
-    a = rgba[..., 3:] / 255
-    assert np.abs(rgb - (rgba[..., :3] * a + np.array(GREY) * (1 - a))).max() <= 1
-    assert (rgb[rgba[..., 3] == 0] == GREY).all()
-    # symlinks cannot flatten: refused in one line
-    proc = export("--to", "yolo", "--out", tmp_path / "linked", "--annotations", renders / "annotations.json",
-                  "--images", renders / "img", "--link", check=False)
-    assert proc.returncode == 2 and "alpha" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "linked").exists()
+    check_flattened(renders / "img" / name, out / "images" / "train" / name)
+    with pytest.raises(UserError, match="alpha"):
+        export("--to", "yolo", "--out", tmp_path / "linked", "--annotations", renders / "annotations.json",
+               "--images", renders / "img", "--link")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["yolo"]
 
 
 @pytest.mark.parametrize("problem, message", [
     ("missing_annotations", "missing"), ("bad_fraction", "--val_fraction"), ("missing_image", "missing image"),
     ("short_keypoints", "keypoints"), ("not_json", "cannot read"), ("foreign_folder", "no earlier export"),
-    ("earlier_export", "--force"), ("negative_seed", "--seed must be between 0 and 4294967295 (got -1)"),
+    ("earlier_export", "--force"), ("bad_background", "--background must be R,G,B"),
 ])
 def test_bad_input_one_line_and_nothing_written(dataset, tmp_path, problem, message):
     d, coco = dataset
@@ -228,18 +250,17 @@ def test_bad_input_one_line_and_nothing_written(dataset, tmp_path, problem, mess
         ann.unlink()
     if problem == "bad_fraction":
         flags += ["--val_fraction", 1.0]
-    if problem == "negative_seed":
-        flags += ["--seed=-1"]
+    if problem == "bad_background":
+        flags += ["--background", "128,128"]
     if problem == "foreign_folder":
         out.mkdir()
         (out / "thesis.tex").write_text("keep me")
     if problem == "earlier_export":
         export(*flags)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    proc = export(*flags, check=False)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error:") and message in lines[-1] and "Traceback" not in proc.stderr
+    with pytest.raises(UserError) as e:
+        export(*flags)
+    assert message in str(e.value) and "\n" not in str(e.value)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing new, nothing lost
 
 
@@ -252,18 +273,33 @@ def test_force_replaces_an_earlier_export(dataset, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["coco"]  # no temp or old folder left beside it
 
 
+@pytest.mark.slow
+def test_step_3s_real_renders_export_as_they_were_labelled(tmp_path):
+    """Step 3 for real (pip bpy): its RGBA frames and blender/annotations.json's layout, exported."""
+    from conftest import blender_benchmark
+    bench = blender_benchmark()
+    save_npy(tmp_path / "poses.npy", bench.synthetic_poses(4, 0))
+    proc = subprocess.run([sys.executable, "animation_script.py", "--", "--n_frames=4", f"--height={H}",
+                           f"--width={W}", f"--poses={tmp_path / 'poses.npy'}", f"--image_dir={tmp_path / 'img'}",
+                           f"--label_dir={tmp_path}"], cwd=BLENDER_DIR, env=bench.blender_env(BLENDER_DIR),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    coco = json.loads((tmp_path / "annotations.json").read_text())
+    out = tmp_path / "yolo"
+    export("--to", "yolo", "--out", out, "--source", "renders", "--annotations", tmp_path / "annotations.json",
+           "--images", tmp_path / "img", "--val_fraction", 0.25)
+    for name, split in check_yolo_labels(out, coco).items():
+        check_flattened(tmp_path / "img" / name, out / "images" / split / name)
+
+
 # ---------------------------------------------------------------- DeepLabCut
-
-needs_pandas = pytest.mark.skipif(not (has("pandas") and has("tables")),
-                                  reason="pandas + PyTables not installed (pip install -r requirements-export.txt): "
-                                         "DeepLabCut .h5 checks skipped")
-
 
 @pytest.fixture(scope="module")
 def dlc_projects(dataset, tmp_path_factory):
     """The stand-in set as a single-animal and as a multi-animal DeepLabCut project."""
     if not (has("pandas") and has("tables")):
-        pytest.skip("pandas + PyTables not installed (pip install -r requirements-export.txt)")
+        pytest.skip("pandas + PyTables not installed (pip install -r requirements-export.txt): "
+                    "DeepLabCut .h5 checks skipped")
     d, _ = dataset
     root = tmp_path_factory.mktemp("dlc")
     for layout in ("single", "multi"):
@@ -272,8 +308,7 @@ def dlc_projects(dataset, tmp_path_factory):
     return root
 
 
-@needs_pandas
-def test_dlc_h5_reads_back_the_same_numbers(dataset, dlc_projects):
+def test_dlc_h5_and_csv_read_back_the_same_numbers(dataset, dlc_projects):
     import pandas as pd
     _, coco = dataset
     truth = by_image(coco)
@@ -300,7 +335,6 @@ def test_dlc_h5_reads_back_the_same_numbers(dataset, dlc_projects):
                 assert np.array_equal(got[kp[:, 2] > 0], kp[kp[:, 2] > 0, :2])
 
 
-@needs_pandas
 def test_dlc_config_names_ap10k_bodyparts_and_the_split(dataset, dlc_projects):
     yaml = pytest.importorskip("yaml", reason="PyYAML not installed: the config.yaml check needs it")
     single = yaml.safe_load((dlc_projects / "single" / "config.yaml").read_text())
@@ -314,7 +348,7 @@ def test_dlc_config_names_ap10k_bodyparts_and_the_split(dataset, dlc_projects):
     assert sorted(split["train"] + split["val"]) == list(range(n_rows)) and 1 <= len(split["val"]) <= n_rows // 2
 
 
-# ---------------------------------------------------------------- the tools themselves
+# ---------------------------------------------------------------- the tools themselves (slow)
 
 DLC_CHECK = r"""
 import json, sys
@@ -349,6 +383,7 @@ def dlc_results(dlc_projects):
     return json.loads(proc.stdout.split("RESULT ", 1)[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["single", "multi"])
 def test_deeplabcut_builds_its_training_set_from_the_export(dataset, dlc_projects, dlc_results, layout):
     _, coco = dataset
@@ -387,6 +422,7 @@ print("RESULT " + json.dumps({"n": len(labels), "labels": [[l["im_file"], l["key
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not has("ultralytics"), reason="ultralytics not installed (pip install -r requirements-export.txt): "
                                                     "YOLO-pose training on the export not checked")
 def test_ultralytics_trains_yolo11n_pose_one_epoch_offline(dataset, tmp_path):
