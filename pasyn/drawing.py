@@ -30,3 +30,16 @@ def draw_keypoints(image, xy, vis, names, edges, radius=3, width=2):
             draw.ellipse([x - radius, y - radius, x + radius, y + radius],
                          fill=colour if v == 2 else None, outline=colour, width=1)
     return image
+
+
+def draw_coco_keypoints(image, keypoints, scale=1, names=None, skeleton=None):
+    """Draw one animal's COCO keypoints [x, y, v] * K (pixels of the unscaled frame; AP-10K's 17 by
+    default, with its 1-based skeleton) on a PIL image enlarged `scale` times."""
+    import numpy as np
+    from pasyn import rig
+    names = names or rig.AP10K_KEYPOINTS
+    edges = [(a - 1, b - 1) for a, b in (skeleton or rig.AP10K_SKELETON)]
+    kp = np.asarray(keypoints, dtype=float).reshape(-1, 3)
+    # continuous coordinates (the frame's top-left corner is (0, 0)) scale with the image
+    return draw_keypoints(image, kp[:, :2] * scale, kp[:, 2], names, edges,
+                          radius=max(2, scale // 2), width=max(1, scale // 2))

@@ -1,10 +1,15 @@
-"""Background images of the style-transfer stage: seeded savanna-like scenes for users without
-photos, and the choice between those and the user's own photos. Used by make_backgrounds.py,
-train.py, stylize.py and evaluate.py.
+"""Background images of the style-transfer stage: patches cut from the researcher's own photos
+(make_backgrounds.py --photos), seeded savanna-like scenes for users without photos, and the choice
+between those and other images in the folder. Used by make_backgrounds.py, train.py, stylize.py
+and evaluate.py.
 
-A scene: sky gradient with clouds and sun glow, a horizon with distant hills, grass texture that
-coarsens towards the camera, bushes, flat-topped acacia-like trees, and varied light (noon,
-golden hour, overcast, dusk, green season), all drawn from one numpy Generator.
+A generated scene: sky gradient with clouds and sun glow, a horizon with distant hills, grass
+texture that coarsens towards the camera, bushes, flat-topped acacia-like trees, and varied light
+(noon, golden hour, overcast, dusk, green season), all drawn from one numpy Generator.
+
+A photo patch: a square cut from a photo (as it is shown: EXIF orientation applied) at one of
+PATCH_SCALES of its shorter side, never overlapping an annotated animal's box grown by a margin,
+flipped left-right half of the time, resized to --size.
 """
 import sys
 from pathlib import Path
@@ -13,12 +18,18 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pasyn.files import BACKGROUND_DIR, frame_name  # noqa: E402
+from pasyn.files import BACKGROUND_DIR, UserError, frame_name  # noqa: E402
+from pasyn.streams import stream  # noqa: E402
 
 import image_io  # noqa: E402
 
 N_DEFAULT, SIZE_DEFAULT = 120, 256   # what make_backgrounds.py writes by default, and the auto-fill
-PREFIX = "savanna"
+PREFIX = "savanna"                   # generated scenes: savanna_00000.png ...
+PHOTO_PREFIX = "photo"               # patches of the user's photos: photo_00000.png ...
+PATCH_SCALES = (0.6, 0.4, 0.25, 0.15)  # a patch's side as a share of its photo's shorter side
+GRID = 256                           # free places for a patch are sought on a grid this fine (cells)
+MIN_PATCH = 64                       # px: a smaller cut would be enlarged for a 64x64 frame (blurred)
+MARGIN = 0.1                         # an animal's box is grown by this share of its longer side each way
 
 # Light of the day: sky top, sky at the horizon, far ground, near ground, overall gain.
 LIGHTS = {
@@ -154,12 +165,153 @@ def is_generated(path):
 def write_backgrounds(folder, n, size, seed):
     from pasyn.progress import progress
     for i in progress(range(n), desc="backgrounds", unit="img"):
-        rng = np.random.default_rng([seed, i])
-        image_io.save_image(make_background(rng, size), Path(folder) / frame_name(PREFIX, i, "png"))
+        image_io.save_image(make_background(stream(seed, "savanna", i), size), Path(folder) / frame_name(PREFIX, i, "png"))
+
+
+# ---------------------------------------------------------------- patches of photos
+
+def animal_boxes(path):
+    """{file name: (boxes [(x, y, w, h)], (width, height) or None)} of a COCO file: every
+    annotation's bbox, whatever its category; each image under its file_name and its base name."""
+    import json
+    try:
+        data = json.loads(Path(path).read_text())
+        images = {im["id"]: im for im in data["images"]}
+        boxes = {i: [] for i in images}
+        for a in data["annotations"]:
+            if a.get("bbox") and a["image_id"] in boxes:
+                x, y, w, h = (float(v) for v in a["bbox"])
+                boxes[a["image_id"]].append((x, y, w, h))
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a COCO file with images and bbox annotations ({type(e).__name__}: {e})") from None
+    out = {}
+    for i, im in images.items():
+        size = (im["width"], im["height"]) if "width" in im and "height" in im else None
+        out.setdefault(Path(im["file_name"]).name, (boxes[i], size))
+        out[Path(im["file_name"]).as_posix()] = (boxes[i], size)
+    return out
+
+
+def forbidden_mask(size, boxes, margin):
+    """(H, W) bool of an image of size (W, H): True inside every box grown by margin x its longer side."""
+    w, h = size
+    mask = np.zeros((h, w), bool)
+    for x, y, bw, bh in boxes:
+        grow = margin * max(bw, bh)
+        x0, y0 = max(0, int(np.floor(x - grow))), max(0, int(np.floor(y - grow)))
+        x1, y1 = min(w, int(np.ceil(x + bw + grow))), min(h, int(np.ceil(y + bh + grow)))
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def free_corners(forbidden, sides, grid=GRID):
+    """{side: top-left corners (row, col) arrays of side x side squares holding no forbidden pixel}.
+
+    Checked on a grid of cells of b x b px (b: the shorter side over `grid`): a cell is forbidden
+    if any pixel of it is, and a square must clear every cell it touches, so the answer is
+    conservative and a 4000 px photo costs what a 256 px one does. One summed-area table serves
+    every side."""
+    h, w = forbidden.shape
+    b = max(1, min(h, w) // grid)
+    hc, wc = -(-h // b), -(-w // b)
+    padded = np.zeros((hc * b, wc * b), bool)
+    padded[:h, :w] = forbidden
+    cells = padded.reshape(hc, b, wc, b).any((1, 3))
+    table = np.zeros((hc + 1, wc + 1), np.int32)
+    table[1:, 1:] = cells.cumsum(0).cumsum(1)
+    out = {}
+    for side in sides:
+        k = -(-side // b)  # cells a square touches at most, from a cell's corner
+        rows, cols = np.arange(0, h - side + 1, b), np.arange(0, w - side + 1, b)
+        r, c = rows // b, cols // b
+        if not len(r) or not len(c):
+            continue
+        inside = (table[r[:, None] + k, c[None, :] + k] - table[r[:, None], c[None, :] + k]
+                  - table[r[:, None] + k, c[None, :]] + table[r[:, None], c[None, :]])
+        rr, cc = np.nonzero(inside == 0)
+        if len(rr):
+            out[side] = np.stack([rows[rr], cols[cc]], 1)
+    return out
+
+
+# PIL's transposes for EXIF orientations 2..8, to carry boxes drawn on the stored photo along.
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                   6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def photo_and_forbidden(path, boxes, labelled_size, margin):
+    """(the photo upright as an RGB PIL image, its forbidden mask (H, W) bool). The boxes are taken
+    on the photo as shown (EXIF orientation applied), unless the COCO file's width/height are those
+    of the stored photo only (a quarter turn): then they were drawn on it and turn with it."""
+    stored = image_io.open_image(path)
+    orientation = stored.getexif().get(0x0112, 1)
+    shown = image_io.eight_bit(image_io.upright(stored, path)).convert("RGB")
+    if labelled_size is not None and tuple(labelled_size) == stored.size != shown.size:
+        mask = Image.fromarray(forbidden_mask(stored.size, boxes, margin))
+        return shown, np.asarray(mask.transpose(_EXIF_TRANSPOSE[orientation]), bool)
+    return shown, forbidden_mask(shown.size, boxes, margin)
+
+
+def patch_sides(photo_size, scales=PATCH_SCALES, min_side=MIN_PATCH):
+    """The patch sides (px) of a photo of size (W, H): each scale of its shorter side, if >= min_side."""
+    short = min(photo_size)
+    return sorted({round(s * short) for s in scales if round(s * short) >= min_side}, reverse=True)
+
+
+def cut_patches(photo, forbidden, n, size, rng, scales=PATCH_SCALES):
+    """n patches (size, size, 3) uint8 of a PIL photo, none overlapping `forbidden`; [] if none fits.
+    Each: a side among those that fit somewhere, a free corner, a left-right flip, each drawn by rng."""
+    free = free_corners(forbidden, patch_sides(photo.size, scales))
+    if not free:
+        return []
+    sides = sorted(free)
+    out = []
+    for _ in range(n):
+        side = sides[int(rng.integers(len(sides)))]
+        top, left = (int(v) for v in free[side][int(rng.integers(len(free[side])))])
+        patch = photo.crop((left, top, left + side, top + side))
+        if rng.random() < 0.5:
+            patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out.append(np.asarray(patch.resize((size, size), Image.LANCZOS)))
+    return out
+
+
+def photo_patches(photos, photo_dir, n, size, seed, boxes=None, margin=MARGIN):
+    """(n patches (size, size, 3) uint8 in a fixed order, the photos that gave none, the photos
+    `boxes` does not list). The patches are dealt out evenly over the photos that have room for
+    one (a photo without room passes its share on), each photo's from its own seeded stream.
+    Nothing is written here."""
+    from pasyn.progress import progress
+
+    def keys(path):
+        return Path(path).relative_to(photo_dir).as_posix(), Path(path).name
+
+    def entry(path):  # (boxes, labelled size) of a photo; none for a photo the COCO file does not list
+        return next((boxes[key] for key in keys(path) if boxes and key in boxes), ([], None))
+
+    out, usable = [], []
+    for k, path in enumerate(progress(photos, desc="photos", unit="photo")):
+        quota = -(-(n - len(out)) // (len(photos) - k))
+        patches = cut_patches(*photo_and_forbidden(path, *entry(path), margin), quota, size,
+                              stream(seed, "photo patch", k))
+        usable += [k] if patches else []
+        out += patches
+    if usable and len(out) < n:  # the last photos had no room: the others make up their share
+        for j, k in enumerate(usable):
+            quota = -(-(n - len(out)) // (len(usable) - j))
+            out += cut_patches(*photo_and_forbidden(photos[k], *entry(photos[k]), margin), quota, size,
+                               stream(seed, "photo patch, second round", k))
+    unusable = [p for k, p in enumerate(photos) if k not in usable]
+    unlisted = [] if boxes is None else [p for p in photos if not any(key in boxes for key in keys(p))]
+    return out, unusable, unlisted
 
 
 def background_files(folder, default_folder=BACKGROUND_DIR):
-    """The style images of a folder: the user's own photos if there are any, else ours.
+    """The style images of a folder: patches of your photos or other images of yours if there are
+    any, else the generated scenes.
 
     The default folder is filled with generated backgrounds when it has none, so the seed's
     commands run on a fresh checkout.
@@ -169,6 +321,6 @@ def background_files(folder, default_folder=BACKGROUND_DIR):
     if not has_images and folder.resolve() == Path(default_folder).resolve():
         print(f"no backgrounds in {folder}: generating {N_DEFAULT} (python make_backgrounds.py)", file=sys.stderr)
         write_backgrounds(folder, N_DEFAULT, SIZE_DEFAULT, 0)
-    files = image_io.list_images(folder, made_by="cd style_transfer && python make_backgrounds.py, or your photos")
+    files = image_io.list_images(folder, made_by="cd style_transfer && python make_backgrounds.py [--photos DIR]")
     own = [p for p in files if not is_generated(p)]
     return own or files

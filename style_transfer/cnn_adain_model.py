@@ -1,84 +1,72 @@
-"""AdaIN style transfer (Huang & Belongie, 2017) sized for 64x64 renders, that changes the zebra's
-light and never its paint: the model and nothing else.
+"""AdaIN style transfer (Huang & Belongie, 2017) sized for 64x64 zebra renders: the model and nothing else.
 
-Encoder: VGG-16's first layers up to relu3_1, frozen, on ImageNet-normalized input, sliced once into
+Encoder: VGG-16's first layers up to relu3_1, frozen, on ImageNet-normalised input, sliced once into
 the stages relu1_1, relu2_1, relu3_1; one pass returns all three. Why stop at relu3_1: it has
-stride 4, so a 64x64 frame keeps a 16x16 map and the zebra's legs and stripes still own cells
-of it; relu4_1 (stride 8, 8x8) would leave a thin leg less than one cell and blur it away.
+stride 4, so a 64x64 frame keeps a 16x16 map in which the zebra's legs and stripes still own cells;
+relu4_1 (stride 8, 8x8) would leave a thin leg less than one cell and blur it away.
 
-Decoder: the encoder mirrored (nearest upsampling + 3x3 convs, no normalization, no dense layers,
-half VGG's widths), ending at half resolution with a bilinear upsampling, so it runs at any
-height/width divisible by the stride (4). It renders the (masked) AdaIN target as a one-channel
-map whose zebra-average is the log of the light's contrast. The render is then relit by three
-numbers per frame:
+Masked AdaIN: the zebra's feature mean and std come from its own pixels only (its mask: step 3's
+COCO segmentation, else the render's alpha, averaged down to each feature map), so neither the
+transparent surround nor grass or rocks rendered in front of it enter them.
 
-  gain         exposure: the render's linear light times g, toward the scene's mean L*
-  contrast     L* stretched by k about the zebra's mean L* (haze lowers it, hard sun raises it),
-               its mean kept: learned, from the AdaIN statistics, by the decoder
-  temperature  white balance: CIE Z (the blue end) scaled, X and Y untouched, toward a share
-               (wb_share) of the scene's mean b*
+Decoder: the encoder mirrored, pytorch-AdaIN's shape: 3x3 convs with ReLU and nearest-neighbour
+upsampling, no normalisation and no dense layers, ending in a 3x3 conv to RGB at full resolution
+at any height/width divisible by the stride, 4. Zero padding, not pytorch-AdaIN's reflection: the
+two passes of D below share their borders, so their difference cancels what padding adds, and
+reflection padding cost a tenth of a CPU training step. Its widths are VGG's times
+`decoder_width`, a quarter by default (16-32 channels): ten epochs of the Quick Start's 3000
+renders then train within minutes on a 2-core CPU (benchmark.py measures it).
 
-Why light and not a free colour change: a zebra's stripes are white and black whatever the scene;
-a decoder free to shift each RGB channel moved the zebra's albedo toward the scene's (teal zebras
-on green grass). Under a change of light a neutral surface stays neutral: gain and contrast scale
-R, G and B alike, and the temperature moves colour only along the blue-yellow axis (CIELAB a*,
-green to red, of every pixel is unchanged), so white stripes go cream or cool-white, never green.
-Exposure and white balance are measured on the background (scene_light) rather than learned: the
-statistics of a random-init encoder (no ImageNet weights here) do not tell a bright scene from a
-dark one, nor warm light from cool, and a decoder trained on them alone went cool on yellow
-savanna and ignored the scene's brightness. Each factor is bounded (DEFAULT_LIGHT_BOUNDS, stored
-in the checkpoint): a dark or very blue photo cannot push the zebra past a believable exposure or
-white balance. The render supplies every pixel's detail (stripes, shading, edges): the output is
-the render relit, so the silhouette and the stripes are exactly the render's.
+What --alpha means (the design): the zebra's pixels are
 
-Alpha is a strength: the gain's log and the temperature are alpha of the way to the scene's, and
-the contrast is decoded(target(alpha)) - decoded(target(0)), so --alpha 0 gives exactly the
-render; training on an alpha drawn per batch, with the style target alpha of the way too, teaches
-the decoder every strength in between.
+    out(alpha) = render + D(t_alpha) - D(t_0),   t_alpha = alpha * AdaIN(f_c, style) + (1 - alpha) * f_c
 
-Loss, on the relit render: content = MSE between its relu3_1 features and the (detached) AdaIN
-target; style = MSE of per-channel means and standard deviations at every stage, each stage
-divided by the mean square of the target's std, so the three stages weigh alike whatever the
-encoder's scale. Masked AdaIN takes the zebra's statistics from its own pixels only (its mask:
-the COCO segmentation of step 3, else the render's alpha), so neither the transparent background
-nor the grass and rocks rendered in front of it enter them.
+with f_c the render's relu3_1 features and t_0 = f_c. The decoder's output is read as a change of
+the render: what the change of features from t_0 to t_alpha asks of the pixels. Why not D(t_alpha)
+alone, as pytorch-AdaIN: a decoder that must rebuild every pixel from a 16x16 relu3_1 map (of a
+random encoder here: no ImageNet weights can be downloaded) has to learn that reconstruction
+before any style, in ten epochs, and its errors land on the stripes and edges the keypoints sit
+on. The difference keeps every pixel of the render and adds the style on top, so --alpha 0 is exactly
+the render (stylize() returns the render itself there), and 1 is the full style. Training draws
+an alpha per image (train.py), with the style target alpha of the way from the zebra's own
+statistics to the style's, so alpha is a strength: the masked statistics move further toward the
+style's as alpha grows (tests/test_style_transfer.py measures it).
+
+Loss, on the output composited as in training (render premultiplied by its alpha, black around):
+content = MSE between its relu3_1 features and the (detached) AdaIN target t_alpha, over the
+zebra's cells; style = MSE of the zebra's per-channel means and standard deviations at every stage
+to the target statistics (Huang & Belongie). Each term is divided by the mean square of its
+stage's target std, so the stages weigh alike and --l_content_weight/--l_style_weight mean the same
+with a random or an ImageNet encoder.
+
+One stage more than Huang & Belongie's, "rgb": the pixels themselves (the zebra's mean and std of
+R, G, B against the style's), weighted `colour_weight` (train.py --colour_weight; 0 is their loss
+exactly). Why: without ImageNet weights the encoder is random, and the channel means of its deeper
+stages do not track colour: measured from a black-and-white zebra toward flat green grass, the
+steepest descent of the relu2_1 and relu3_1 mean terms adds red and takes green, and a decoder
+trained on those stages alone painted zebras pink on every savanna. Matching the pixels' own
+statistics gives the colour a direct pull toward the scene's; an ImageNet encoder agrees with it.
 
 No file I/O and no argparse here: the scripts load weights and hand this module tensors.
 """
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ARCHITECTURE = "adain-vgg16-relu3_1-light-v2"  # stored in checkpoints; bump when the layers or their meaning change
+ARCHITECTURE = "adain-vgg16-relu3_1-rgb-residual-v3"  # stored in checkpoints; bump when the layers or their meaning change
 STRIDE = 4                               # two 2x2 max-pools before relu3_1
 MIN_SIZE = 8                             # keeps a relu3_1 map of at least 2x2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# How far the light may move a zebra (train.py flags of the same names; stored in the checkpoint).
-# gain 0.25..2: a white stripe (L* 80) lands between L* 48 and 100, a black one (L* 12) stays at or
-#   below L* 25: the zebra follows a dusk or a noon photo without its black going grey;
-# contrast 0.8..1.2: the stretch of L* about the zebra's mean L*, haze to hard sun (at 1.4 the
-#   AdaIN losses of a random-init encoder crushed black stripes to L* 3 and pushed the zebra's
-#   contrast away from the scene's);
-# temperature 12: at most 12 units of CIELAB b* on a white stripe (cream or cool-white; chroma <= 15).
-# wb_share 0.5: the light's colour is half the scene's mean b* (grey world, damped).
-DEFAULT_LIGHT_BOUNDS = {"min_gain": 0.25, "max_gain": 2.0, "min_contrast": 0.8, "max_contrast": 1.2,
-                        "max_temperature": 12.0, "wb_share": 0.5}
-OUTPUT_SCALE = 0.01                      # the light map is small: one Adam step moves it ~1%, not past its bounds
+DECODER_WIDTH = 0.25                     # the decoder's widths as a share of VGG's (what train.py trains; cost: benchmark.py)
 
 # VGG-16 "features" up to relu3_1, at torchvision's own indices, so its weights load by name.
 # (index, in_channels, out_channels) for convs; "P" marks a max-pool; each conv is followed by a ReLU.
 _VGG16_HEAD = [(0, 3, 64), (2, 64, 64), "P", (5, 64, 128), (7, 128, 128), "P", (10, 128, 256)]
 STAGES = {"relu1_1": (0, 2), "relu2_1": (2, 7), "relu3_1": (7, 12)}  # slices of the layer list
+STYLE_STAGES = ("rgb",) + tuple(STAGES)  # the style loss's stages: the pixels, then the encoder's
+COLOUR_WEIGHT = 10.0                     # weight of the "rgb" stage (what train.py trains)
 VGG_LAYER_NAMES = [f"{i}.{p}" for i in (0, 2, 5, 7, 10) for p in ("weight", "bias")]
-
-# sRGB (D65) primaries: linear RGB -> CIE XYZ, and the column of the inverse that Z feeds back into.
-RGB_TO_XYZ = ((0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505))
-XYZ_TO_RGB_Z_COLUMN = (-0.4986, 0.0415, 1.0570)
-WHITE_D65 = (0.95047, 1.0, 1.08883)
 
 
 def check_size(height, width):
@@ -101,9 +89,8 @@ def mask_like(mask, feat):
 def calc_mean_std(feat, weight=None, eps=1e-5):
     """Per-sample, per-channel mean and std (N,C,1,1), over the cells where weight > 0.
 
-    Weighted sums as batched matrix products over the cells (var = E[x^2] - mean^2): on the
-    64x64 maps of a training step this is half the time of elementwise masking, and no
-    mask-sized temporaries per channel. Computed in float32 even under bf16 autocast.
+    Weighted sums as batched matrix products over the cells (var = E[x^2] - mean^2): half the time
+    of elementwise masking on a training step's maps. Computed in float32 even under bf16 autocast.
     """
     feat = feat.float()
     n, c = feat.shape[:2]
@@ -118,102 +105,21 @@ def calc_mean_std(feat, weight=None, eps=1e-5):
 
 
 def adain_from_stats(content_feat, style_mean, style_std, content_mask=None):
-    """Content features re-normalized to the given style mean/std (AdaIN).
-
-    With content_mask (masked AdaIN), the content's own mean/std come from the zebra's cells
-    only, so the render's transparent surround and its occluders do not shift them.
-    """
+    """Content features re-normalised to the given style mean/std (AdaIN); with content_mask
+    (masked AdaIN) the content's own mean/std come from the zebra's cells only."""
     c_mean, c_std = calc_mean_std(content_feat, mask_like(content_mask, content_feat))
     return (content_feat.float() - c_mean) / c_std * style_std + style_mean
 
 
-def blend(content_feat, adain_feat, alpha):
-    """alpha = 0 gives the content features unchanged, 1 the full AdaIN features; alpha is a
-    number or one value per image (N,1,1,1)."""
-    return alpha * adain_feat + (1 - alpha) * content_feat.float()
+def blend(start, end, alpha):
+    """alpha of the way from start to end; alpha is a number or one value per image (N,1,1,1)."""
+    return alpha * end + (1 - alpha) * start.float()
 
 
-# ---------------------------------------------------------------- light (no state)
-
-def srgb_to_linear(x):
-    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x):
-    # clamp_min inside the power keeps its gradient finite at 0
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
-
-
-def srgb_to_lab(rgb):
-    """CIELAB (D65) of sRGB values in [0, 1], channels last (..., 3) -> (..., 3) L*, a*, b*."""
-    lin = srgb_to_linear(torch.as_tensor(rgb, dtype=torch.float64))
-    xyz = lin @ torch.tensor(RGB_TO_XYZ, dtype=torch.float64).T / torch.tensor(WHITE_D65, dtype=torch.float64)
-    d = 6 / 29
-    f = torch.where(xyz > d ** 3, xyz.clamp_min(d ** 3) ** (1 / 3), xyz / (3 * d * d) + 4 / 29)
-    return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-
-
-def zebra_mean(x, mask):
-    """Mean of x (N,C,H,W) over each image's zebra mask (N,1,H,W): (N,C)."""
-    m = mask.float()
-    return (x.float() * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-6)
-
-
-def scene_light(rgb, mask=None):
-    """(N, 2): how bright and how warm a scene (or a zebra) is: the log of the mean cube root of
-    linear luminance (L* is linear in that cube root) and the mean CIELAB b*, of images
-    (N,3,H,W, sRGB in [0, 1]) over mask (N,1,H,W; None: every pixel)."""
-    m = torch.ones_like(rgb[:, :1]) if mask is None else mask.float()
-    lin = srgb_to_linear(rgb.float())
-    yp = torch.einsum("nchw,c->nhw", lin, lin.new_tensor(RGB_TO_XYZ[1]))[:, None].clamp_min(0) ** (1 / 3)
-    b = srgb_to_lab(rgb.float().permute(0, 2, 3, 1)).float()[..., 2][:, None]
-    return torch.stack([zebra_mean(yp, m)[:, 0].clamp_min(1e-3).log(), zebra_mean(b, m)[:, 0]], 1)
-
-
-def scene_factors(zebra_light, scene_light_, alpha, bounds):
-    """(gain, temperature) per image, (N,1,1,1): alpha of the way from the zebra's light to the
-    scene's (scene_light of each), within the bounds. Exposure: to the scene's mean L*;
-    white balance: to wb_share of its mean b* (grey world, damped: a scene's average colour is
-    partly its light, partly its paint, like yellow grass or blue sky)."""
-    d = scene_light_.float() - zebra_light.float()
-    # a gain g scales luminance by g and its cube root by g^(1/3): at alpha 1 the mean L*s meet
-    log_gain = (alpha * 3 * d[:, 0]).clamp(math.log(bounds["min_gain"]), math.log(bounds["max_gain"]))
-    t = bounds["max_temperature"]
-    temperature = (alpha * bounds["wb_share"] * d[:, 1]).clamp(-t, t)
-    return log_gain.exp().view(-1, 1, 1, 1), temperature.view(-1, 1, 1, 1)
-
-
-def contrast_factor(raw, bounds):
-    """The contrast exponent per image (N,1,1,1) from the zebra-mean of the decoder's map (N,1):
-    exp of it, squashed smoothly into [min_contrast, max_contrast]."""
-    low, high = math.log(bounds["min_contrast"]), math.log(bounds["max_contrast"])
-    x = raw[:, 0].float()
-    return torch.exp(torch.where(x >= 0, high * torch.tanh(x / high), low * torch.tanh(x / low))).view(-1, 1, 1, 1)
-
-
-def relight(rgb, mask, gain, contrast, temperature):
-    """The render rgb (N,3,H,W, sRGB in [0, 1]) under another light, in [0, 1]; each factor (N,1,1,1).
-
-    In linear light: times the gain; L* stretched about the zebra's mean (over mask) by
-    `contrast` (the same factor on R, G and B, so hue and saturation stay); then CIE Z scaled,
-    which moves only b*. A white stripe whose a* was 0 keeps a* = 0 under every light.
-    """
-    lin = srgb_to_linear(rgb.float())
-    y = torch.einsum("nchw,c->nhw", lin, lin.new_tensor(RGB_TO_XYZ[1]))[:, None]
-    # Contrast: the cube root of luminance (CIELAB's L*, up to an offset) stretched about the
-    # zebra's mean by `contrast`, the same factor on R, G and B. Linear in L*, so the zebra's mean
-    # L* stays and its brightness is the gain's alone.
-    yp = (y + 1e-6) ** (1 / 3)
-    yp_mean = zebra_mean(yp, mask).view(-1, 1, 1, 1)
-    lin = lin * gain * ((yp_mean + contrast * (yp - yp_mean)).clamp_min(0) / yp) ** 3
-    # b* of a white (L* 80, f(Y) = 96/116) moves by 200 * f(Y) * (1 - s^(1/3)) when Z is scaled by s.
-    z_scale = (1 - temperature / (200 * 96 / 116)) ** 3
-    z = torch.einsum("nchw,c->nhw", lin, lin.new_tensor(RGB_TO_XYZ[2]))[:, None]
-    lin = lin + (z_scale - 1) * z * lin.new_tensor(XYZ_TO_RGB_Z_COLUMN).view(1, 3, 1, 1)
-    # Over-exposed pixels are scaled back whole, not clipped channel by channel (which would
-    # turn a bright cream stripe green): hue and a* survive over-exposure too.
-    lin = lin.clamp_min(0) / lin.amax(1, keepdim=True).clamp_min(1)
-    return linear_to_srgb(lin)
+def masked_mse(a, b, weight):
+    """Mean squared difference of feature maps (N,C,h,w) over the cells of weight (N,1,h,w)."""
+    w = weight.float()
+    return ((a.float() - b.float()) ** 2 * w).sum() / (w.sum() * a.shape[1]).clamp_min(1e-6)
 
 
 # ---------------------------------------------------------------- networks
@@ -264,90 +170,86 @@ def _conv(c_in, c_out, relu=True):
 
 
 class Decoder(nn.Module):
-    """relu3_1 features (256 ch, stride 4) back to a one-channel map of the light's log contrast,
-    the encoder's stages in reverse at half its widths, ending at half resolution and upsampled
-    bilinearly. Only its zebra-average is used (see the module docstring).
-    """
+    """relu3_1 features (256 ch, stride 4) back to RGB at full resolution: the encoder's convs in
+    reverse order (conv3_1, pool, conv2_2, conv2_1, pool, conv1_2, conv1_1), widths times `width`."""
 
-    def __init__(self):
+    def __init__(self, width=DECODER_WIDTH):
         super().__init__()
+        c1, c2 = max(1, round(64 * width)), max(1, round(128 * width))
         self.layers = nn.Sequential(
-            *_conv(256, 128), nn.Upsample(scale_factor=2, mode="nearest"),  # conv3_1, pool2
-            *_conv(128, 64), *_conv(64, 64),                                  # conv2_2, conv2_1
-            *_conv(64, 1, relu=False),                                        # to the map at stride 2
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),  # pool1
+            *_conv(256, c2), nn.Upsample(scale_factor=2, mode="nearest"),
+            *_conv(c2, c2), *_conv(c2, c1), nn.Upsample(scale_factor=2, mode="nearest"),
+            *_conv(c1, c1), *_conv(c1, 3, relu=False),
         )
-        # Start as "no change": a zero map is contrast 1.
-        nn.init.zeros_(self.layers[-2].weight)
-        nn.init.zeros_(self.layers[-2].bias)
 
     def forward(self, feat):
-        return self.layers(feat) * OUTPUT_SCALE
+        return self.layers(feat)
 
 
 class AdaINNet(nn.Module):
-    """Frozen encoder + trainable contrast decoder, the light within `light_bounds`
-    (DEFAULT_LIGHT_BOUNDS).
+    """Frozen encoder + trainable RGB decoder.
 
-    The encoder never changes, so scripts encode each content image and each style image once
-    (content_features, style_stats, scene_light) and hand the results to forward() (training
-    loss) and stylize_features() (inference).
+    The encoder never changes, so scripts encode each content and style image once
+    (content_features, style_stats) and hand the results to forward() (the training losses) and
+    stylize() (step 5).
     """
 
-    def __init__(self, light_bounds=None):
+    def __init__(self, decoder_width=DECODER_WIDTH):
         super().__init__()
         self.encoder = VGGEncoder()
-        self.decoder = Decoder()
-        self.light_bounds = dict(DEFAULT_LIGHT_BOUNDS, **(light_bounds or {}))
+        self.decoder = Decoder(decoder_width)
 
     def content_features(self, content):
         return self.encoder(content)[-1]
 
+    def stage_features(self, images):
+        """The images themselves, then their features at every encoder stage (STYLE_STAGES)."""
+        return [images] + self.encoder(images)
+
     def style_stats(self, style, style_mask=None):
-        """[(mean, std)] of the style's features at every stage, (N,C,1,1) each."""
-        return [calc_mean_std(f, mask_like(style_mask, f)) for f in self.encoder(style)]
+        """[(mean, std)] of the style at every stage of STYLE_STAGES, (N,C,1,1) each."""
+        return [calc_mean_std(f, mask_like(style_mask, f)) for f in self.stage_features(style)]
 
     def target(self, c_feat, style_mean, style_std, alpha, content_mask=None):
-        """The features the decoder must render: content blended with its (masked) AdaIN."""
+        """t_alpha: the content's relu3_1 features alpha of the way to their (masked) AdaIN."""
         return blend(c_feat, adain_from_stats(c_feat, style_mean, style_std, content_mask), alpha)
 
-    def contrast(self, c_feat, style_mean, style_std, alpha, content_mask):
-        """The contrast exponent (N,1,1,1) at alpha, relative to alpha 0 (so alpha 0 is no change)."""
+    def change(self, t, c_feat):
+        """D(t) - D(t_0): what the decoder makes of the change of features, RGB (N,3,H,W) float32.
+        One decoder call on both halves (one batch is faster than two)."""
+        decoded = self.decoder(torch.cat([t.to(c_feat.dtype), c_feat])).float()
+        styled, plain = decoded.chunk(2)
+        return styled - plain
+
+    def stylize(self, render, c_feat, style_mean, style_std, alpha, content_mask):
+        """The zebra's pixels at strength alpha (a number): render (N,3,H,W, RGB in [0, 1], not
+        premultiplied) plus the decoded change; alpha 0 returns the render itself. Not clamped."""
+        if isinstance(alpha, (int, float)) and alpha == 0:
+            return render
         t = self.target(c_feat, style_mean, style_std, alpha, content_mask)
-        t0 = c_feat.float()  # the target at alpha 0
-        maps = self.decoder(torch.cat([t, t0]).to(c_feat.dtype)).float()
-        styled, plain = zebra_mean(maps, content_mask.repeat(2, 1, 1, 1)).chunk(2)
-        return contrast_factor(styled - plain, self.light_bounds)
+        return render.float() + self.change(t, c_feat)
 
-    def stylize_features(self, c_feat, style_mean, style_std, alpha, content_mask, content, scene):
-        """The render `content` (N,3,H,W, sRGB in [0, 1]) relit alpha of the way toward the light
-        of its scene (scene_light of the background, (N,2)), in [0, 1]; content_mask (N,1,H,W)
-        is the zebra's own pixels."""
-        contrast = self.contrast(c_feat, style_mean, style_std, alpha, content_mask)
-        gain, temperature = scene_factors(scene_light(content, content_mask), scene, alpha, self.light_bounds)
-        return relight(content, content_mask, gain, contrast, temperature)
+    def forward(self, c_feat, content, opacity, content_mask, style_stats, own_stats, alpha,
+                colour_weight=COLOUR_WEIGHT):
+        """(loss_content, loss_style) of one batch.
 
-    def forward(self, c_feat, style_stats, alpha, content_mask, content, content_stats, lights):
-        """(loss_content, loss_style) for one batch: content features, style statistics, the
-        AdaIN strength (a number), the zebra masks, the renders (the images that were encoded),
-        the zebra's own [(mean, std)] per stage, and lights = (scene_light of the zebras, of the
-        styles); measured on the relit renders.
-
-        The style target is the statistics alpha of the way from the zebra's to the scene's, as
-        the content target is the features alpha of the way: alpha 0.5 asks for half the change,
-        so the decoder learns alpha as a strength."""
-        style_stats = [(blend(cm, sm, alpha), blend(cs, ss, alpha))
-                       for (cm, cs), (sm, ss) in zip(content_stats, style_stats)]
-        t = self.target(c_feat, *style_stats[-1], alpha, content_mask)
-        contrast = contrast_factor(zebra_mean(self.decoder(t.to(c_feat.dtype)), content_mask), self.light_bounds)
-        gain, temperature = scene_factors(lights[0], lights[1], alpha, self.light_bounds)
-        out = relight(content, content_mask, gain, contrast, temperature)
-        out_feats = self.encoder(out.to(c_feat.dtype))
-        loss_c = F.mse_loss(out_feats[-1].float(), t.detach())
-        # The output's style is judged where the zebra is: the composite shows nothing else.
+        c_feat: the renders' relu3_1 features; content: the renders premultiplied by their alpha
+        (N,3,H,W, what was encoded); opacity: that alpha (N,1,H,W); content_mask: the zebra's own
+        pixels; style_stats / own_stats: [(mean, std)] per stage of STYLE_STAGES of the styles and
+        of the zebras; alpha: the strength, a number or (N,1,1,1); colour_weight: the "rgb" stage's.
+        """
+        targets = [(blend(cm, sm, alpha), blend(cs, ss, alpha))
+                   for (cm, cs), (sm, ss) in zip(own_stats, style_stats)]
+        t = self.target(c_feat, style_stats[-1][0], style_stats[-1][1], alpha, content_mask)
+        out = content.float() + opacity * self.change(t, c_feat)  # composited over black, as content was
+        out_feats = self.stage_features(out.to(c_feat.dtype))
+        zebra = [mask_like(content_mask, f) for f in out_feats]
+        scales = [s_std.float().pow(2).mean().clamp_min(1e-8) for _, s_std in targets]  # each stage's magnitude
+        loss_c = masked_mse(out_feats[-1], t.detach(), zebra[-1]) / scales[-1]
         loss_s = 0.0
-        for o, (s_mean, s_std) in zip(out_feats, style_stats):
-            o_mean, o_std = calc_mean_std(o, mask_like(content_mask, o))
-            scale = s_std.float().pow(2).mean().clamp_min(1e-8)  # this stage's magnitude
-            loss_s = loss_s + (F.mse_loss(o_mean, s_mean) + F.mse_loss(o_std, s_std)) / scale
+        weights = [colour_weight] + [1.0] * len(STAGES)
+        for o, w, (s_mean, s_std), scale, weight in zip(out_feats, zebra, targets, scales, weights):
+            if weight:
+                o_mean, o_std = calc_mean_std(o, w)
+                loss_s = loss_s + weight * (F.mse_loss(o_mean, s_mean) + F.mse_loss(o_std, s_std)) / scale
         return loss_c, loss_s

@@ -1,5 +1,6 @@
 """The quality figures of the style-transfer stage (what evaluate.py prints, benchmark.py compares):
-light-not-paint figures in CIELAB, distances to the scene, and how much of the render survives.
+colour figures in CIELAB, distances to the scene, and how much of the render survives. A report,
+not a target: whether style helps a pose network is decided on real photos (pose_net/).
 See evaluate.py for what each figure means.
 """
 import sys
@@ -11,12 +12,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.files import RENDER_ANNOTATIONS, UserError  # noqa: E402
+from pasyn.streams import stream  # noqa: E402
 
 import backgrounds  # noqa: E402
 import cnn_adain_model as M  # noqa: E402
 import compositing  # noqa: E402
 import image_io  # noqa: E402
-
+import relight  # noqa: E402
 
 
 def held_out_data(ckpt, frames_dir, n, bg_seed, bg_dir=None, annotations=RENDER_ANNOTATIONS):
@@ -35,15 +37,15 @@ def held_out_data(ckpt, frames_dir, n, bg_seed, bg_dir=None, annotations=RENDER_
         photos = np.stack([image_io.load_rgb_cover(f, h, w) for f in image_io.list_images(bg_dir)])
         return renders, photos[compositing.assign_backgrounds(len(files), len(photos), bg_seed)], masks
     size = max(64, h, w)
-    bgs = np.stack([image_io.load_rgb_cover_array(backgrounds.make_background(np.random.default_rng([bg_seed, i]), size), h, w)
+    bgs = np.stack([image_io.load_rgb_cover_array(backgrounds.make_background(stream(bg_seed, "savanna", i), size), h, w)
                     for i in range(len(files))])
     return renders, bgs, masks
 
 
 def lab_metrics(images, backgrounds, mask):
-    """The light-not-paint figures of uint8 images (N,H,W,3) over the zebra masks (N,H,W) bool."""
-    lab = M.srgb_to_lab(torch.from_numpy(images).double() / 255).numpy()
-    bg_l = M.srgb_to_lab(torch.from_numpy(backgrounds).double() / 255).numpy()[..., 0].reshape(len(images), -1).mean(1)
+    """The CIELAB figures of uint8 images (N,H,W,3) over the zebra masks (N,H,W) bool."""
+    lab = relight.srgb_to_lab(torch.from_numpy(images).double() / 255).numpy()
+    bg_l = relight.srgb_to_lab(torch.from_numpy(backgrounds).double() / 255).numpy()[..., 0].reshape(len(images), -1).mean(1)
     white_a, white_c, black_l, zebra_l = [], [], [], []
     for px in (lab[k][mask[k]] for k in range(len(images))):
         order = np.argsort(px[:, 0])
@@ -103,9 +105,10 @@ def vgg_distance(net, stylized, backgrounds, mask):
     return float(((z_mean - b_mean).abs().mean() + (z_std - b_std).abs().mean()) / 2)
 
 
-def quality(net, renders, backgrounds, alphas, precision, dev=torch.device("cpu"), masks=None):
+def quality(net, renders, backgrounds, alphas, precision, dev=torch.device("cpu"), masks=None, relight_strength=0.0):
     """{alpha: metrics} and {alpha: stylized uint8 (N,3,H,W)}; 'before' = the plain render pasted.
-    masks: the zebra masks (N,1,H,W) (segmentations), else the renders' alpha."""
+    masks: the zebra masks (N,1,H,W) (segmentations), else the renders' alpha. The frames go
+    through steps 1-2 of step 5 (style at each alpha, relight at relight_strength), no shadow, no camera."""
     if masks is None:
         masks = compositing.zebra_masks(renders)
     a = masks[:, 0].numpy() > 0.5
@@ -130,7 +133,8 @@ def quality(net, renders, backgrounds, alphas, precision, dev=torch.device("cpu"
     results, images = {"before (render pasted)": metrics(pasted)}, {"pasted": pasted}
     assignment = np.arange(len(renders))
     for alpha in alphas:
-        out = compositing.compose_all(net, renders, masks, backgrounds, assignment, alpha, dev, precision, 256,
+        steps = compositing.Steps(alpha=alpha, relight_strength=relight_strength, shadow_strength=0.0, zebra_blur=0.0)
+        out = compositing.compose_all(net, renders, masks, backgrounds, assignment, steps, dev, precision, 256,
                                       progress=False)
         results[f"alpha {alpha:g}"] = metrics(out)
         images[alpha] = out
@@ -158,8 +162,6 @@ COLUMNS = [("white_a", "white a*", "7.2f"), ("white_a_p10", "a* p10", "7.2f"), (
            ("black_L", "black L*", "8.2f"), ("L_follows_bg_r", "r(L*)", "6.3f"), ("abs_dL", "|dL*|", "6.2f"),
            ("colour_distance", "colour", "7.2f"), ("vgg_distance", "vgg", "7.4f"), ("ssim_in_mask", "ssim", "6.3f"),
            ("edge_agreement", "edges", "6.3f")]
-# The issue's figures of the decoder that shifted each colour channel freely (alpha 0.5).
-BEFORE = {"white_a": -6.5, "white_a_p10": -15.0, "white_chroma": 8.4, "black_L": 18.5, "L_follows_bg_r": 0.76}
 
 
 def table(results):
