@@ -5,8 +5,9 @@
 #                                                 steps 2, 3 and 5 with `generate.py --mode uniform` into
 #                                                 *_uniform folders (step 4's AdaIN is shared, nothing is overwritten)
 #   bash compare.sh real TRAIN_ANN TRAIN_DIR TEST_ANN TEST_DIR
-#                                                 synthetic only vs your photos only vs both (--extra)
-# Each arm trains into runs/<comparison>/<arm>.pt with train.py's defaults and is scored on the same
+#                                                 synthetic only vs your photos only vs both (--extra);
+#                                                 with one labelled set, recipe.py cross-validates it by photo
+# Each arm trains into runs/<comparison>/<arm>/checkpoint.pt (its losses.jpg beside it) with train.py's defaults and is scored on the same
 # held-out synthetic frames and, when given, on your labelled photos (COCO keypoints, AP-10K's zebra).
 # EPOCHS=N shortens every run; N_FRAMES and SIZE (default 3000, 64) size the poses re-run.
 set -euo pipefail
@@ -16,17 +17,17 @@ EPOCHS=${EPOCHS:-}
 N_FRAMES=${N_FRAMES:-3000}
 SIZE=${SIZE:-64}
 ST=../style_transfer
-usage() { sed -n 2,12p "$0" >&2; exit 2; }
+usage() { sed -n 2,13p "$0" >&2; exit 2; }
 
 train() {  # train NAME ARGS...: runs/<comparison>/NAME.pt, resumed when it is already there
     local name=$1; shift
-    echo; echo "== train $name: python train.py $* --checkpoint runs/$WHAT/$name.pt"
-    "$PYTHON" train.py "$@" ${EPOCHS:+--epochs "$EPOCHS"} --checkpoint "runs/$WHAT/$name.pt"
+    echo; echo "== train $name: python train.py $* --checkpoint runs/$WHAT/$name/checkpoint.pt"
+    "$PYTHON" train.py "$@" ${EPOCHS:+--epochs "$EPOCHS"} --checkpoint "runs/$WHAT/$name/checkpoint.pt"
 }
 score() {  # score NAME LABEL ARGS...: one evaluate.py run, its PCK/AP lines kept for the summary
     local name=$1 label=$2; shift 2
-    echo; echo "== score $name on $label: python evaluate.py --checkpoint runs/$WHAT/$name.pt $*"
-    "$PYTHON" evaluate.py --checkpoint "runs/$WHAT/$name.pt" --sheet "runs/$WHAT/${name}_on_${label// /_}.jpg" "$@" \
+    echo; echo "== score $name on $label: python evaluate.py --checkpoint runs/$WHAT/$name/checkpoint.pt $*"
+    "$PYTHON" evaluate.py --checkpoint "runs/$WHAT/$name/checkpoint.pt" --sheet "runs/$WHAT/$name/on_${label// /_}.jpg" "$@" \
         | tee "runs/$WHAT/.last"
     local pck ap
     pck=$(grep -o 'PCK@0.05 [0-9.]*   PCK@0.1 [0-9.]*' "runs/$WHAT/.last" || true)

@@ -1,4 +1,4 @@
-"""cd pose_net && python evaluate.py [--real ANN DIR] [--results FILE]
+"""cd pose_net && python evaluate.py [--real ANN DIR] [--results FILE] [--json FILE]
 
 Step 6: scores a trained pose network. By default on the held-out part of the set it was trained on
 (the image ids train.py kept out, recorded in the checkpoint); with --real ANN DIR on every labelled
@@ -7,10 +7,13 @@ bbox of the file); with --held_out_in ANN DIR on the checkpoint's held-out image
 has them (the renders of the same frames, say). Prints:
   PCK@0.05 and PCK@0.1 - a keypoint is correct within 0.05 / 0.1 x the longer side of its animal's
                          bbox - overall and per keypoint;
-  OKS AP               - COCO keypoint AP through pycocotools' COCOeval with AP-10K's sigmas.
-Writes a contact sheet, ground truth beside prediction (default pose_net/predictions_contact_sheet.jpg),
-and with --results FILE the predictions as a COCO keypoint results file (image_id, category_id,
-keypoints, score, and the square bbox it cropped), which MMPose and pycocotools read.
+  OKS AP               - COCO keypoint AP through pycocotools' COCOeval with AP-10K's sigmas;
+  bias (with --real)   - per keypoint, the median offset prediction - label in units of the longer bbox
+                         side, "forward" (toward the animal's head) and "down" (down the image).
+Writes a contact sheet, ground truth beside prediction (default pose_net/predictions_contact_sheet.jpg;
+with --real every animal), with --results FILE the predictions as a COCO keypoint results file
+(image_id, category_id, keypoints, score, and the square bbox it cropped), which MMPose and pycocotools
+read, and with --json FILE every figure above (bias included) as JSON.
 """
 import argparse
 import json
@@ -22,10 +25,11 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.compute import add_device_flag, choose_device  # noqa: E402
 from pasyn.drawing import draw_keypoints  # noqa: E402
-from pasyn.files import UserError, atomic_path, run_main  # noqa: E402
+from pasyn.files import UserError, atomic_path, run_main, save_json  # noqa: E402
 from pasyn.progress import progress  # noqa: E402
-from pasyn.rig import AP10K_OKS_SIGMAS  # noqa: E402
+from pasyn.rig import AP10K_OKS_SIGMAS, AP10K_SKELETON  # noqa: E402
 
 import metrics  # noqa: E402
 import pose_data as D  # noqa: E402
@@ -47,14 +51,20 @@ def parse_args(argv):
     p.add_argument("--no_flip", action="store_true",
                    help="no flip test (always off for a model trained without flip augmentation)")
     p.add_argument("--results", type=Path, default=None, help="write the predictions as COCO keypoint results")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write every figure (PCK overall and per keypoint, OKS AP, median bias) to this JSON file")
     p.add_argument("--sheet", type=Path, default=HERE / "predictions_contact_sheet.jpg",
                    help="contact sheet path, .jpg or .png (default: pose_net/predictions_contact_sheet.jpg)")
-    p.add_argument("--sheet_n", type=int, default=16, help="animals on the contact sheet (default: 16; 0: none)")
+    p.add_argument("--sheet_n", type=int, default=None,
+                   help="animals on the contact sheet (default: every one with --real, else 16; 0: none)")
     p.add_argument("--batch_size", type=int, default=256)
+    add_device_flag(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; 0 = one per core)")
     args = p.parse_args(argv)
     if args.threads < 0:
         raise UserError(f"--threads {args.threads} must be >= 0")
+    if args.sheet_n is None:
+        args.sheet_n = 10 ** 9 if args.real else 16
     if args.sheet_n < 0 or args.batch_size < 1:
         raise UserError("--sheet_n must be >= 0 and --batch_size >= 1")
     if args.sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
@@ -109,25 +119,47 @@ def contact_sheet(path, canvases, records, pred, size, names, skeleton, n):
         sheet.save(tmp, format="PNG" if path.suffix.lower() == ".png" else "JPEG", quality=92)
 
 
+def skeleton_to_draw(cat, cfg, names):
+    """The scored file's skeleton, else the one the model was trained with, else AP-10K's for its keypoints."""
+    for skeleton in (cat.get("skeleton"), cfg.get("skeleton")):
+        if skeleton:
+            return skeleton
+    return AP10K_SKELETON if D.is_ap10k(names) else []
+
+
+def print_bias(bias):
+    print("Median offset prediction - label, x the longer bbox side (forward: toward the head, from the "
+          "labelled nose or neck against root_of_tail; down: down the image):")
+    print(f"  {'keypoint':<16} {'n':>6} {'forward':>8} {'down':>8}")
+    for name, b in bias.items():
+        fwd = "" if b["forward"] is None else f"{b['forward']:+.3f}"
+        down = "" if b["down"] is None else f"{b['down']:+.3f}"
+        n = f"{b['n']}" if b["n_forward"] == b["n"] else f"{b['n']}/{b['n_forward']}"
+        print(f"  {name:<16} {n:>6} {fwd:>8} {down:>8}")
+    print("  (n: labelled animals; a/b: b of them face left or right, which forward needs)")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    device = choose_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt = D.read_checkpoint(args.checkpoint)
     cfg = ckpt["config"]
-    net = D.model_from_checkpoint(ckpt, args.checkpoint)
+    net = D.model_from_checkpoint(ckpt, args.checkpoint).to(device)
     cat, records, what = records_to_score(args, cfg)
     names = list(cat["keypoints"])
     if len(names) != len(cfg["keypoint_names"]):
         raise UserError(f"the model finds {len(cfg['keypoint_names'])} keypoints, {what} has {len(names)}")
     size = cfg["input_size"]
-    canvases = D.build_canvases(records, size, lambda x: progress(x, desc="cropping", unit="animal", leave=False))
+    canvases = D.build_canvases(records, size, lambda x: progress(x, desc="cropping", unit="image", leave=False))
     flip_idx = None if args.no_flip else D.flip_test_index(cfg)
-    pred, scores = D.predict(net, canvases, size, flip_idx, args.batch_size)
+    pred, scores = D.predict(net, canvases, size, flip_idx, args.batch_size, device=device)
 
     gt = np.stack([r["keypoints"] for r in records])
     bboxes = np.stack([r["bbox"] for r in records])
-    out = {"n": len(records)}
+    out = {"n": len(records), "scored": what, "checkpoint": str(args.checkpoint), "epochs": ckpt["epoch"],
+           "flip_test": flip_idx is not None, "pck_threshold": "alpha x the longer side of the animal's bbox"}
     print(f"scored: {what} ({cat.get('name')}, {len(names)} keypoints), "
           f"{'flip test' if flip_idx else 'no flip test'}, trained {ckpt['epoch']} epochs")
     print("PCK: a keypoint is correct within alpha x the longer side of its animal's bbox")
@@ -136,11 +168,19 @@ def main(argv=None):
         overall, per_kp, count = metrics.pck(pred, gt, bboxes, alpha)
         out[f"pck{alpha:g}"] = overall
         per[alpha] = per_kp
+    out["n_keypoints"] = int(count.sum())
     print(f"  PCK@0.05 {out['pck0.05']:.3f}   PCK@0.1 {out['pck0.1']:.3f}   ({int(count.sum())} labelled keypoints)")
     print(f"  {'keypoint':<16} {'@0.05':>6} {'@0.1':>6} {'n':>6}")
     for j, name in enumerate(names):
         print(f"  {name:<16} {per[0.05][j]:6.3f} {per[0.1][j]:6.3f} {int(count[j]):6d}")
-    out["per_keypoint_pck0.1"] = dict(zip(names, per[0.1].tolist()))
+    bias = metrics.median_bias(pred, gt, bboxes, names)
+    out["per_keypoint"] = {name: {"pck0.05": None if np.isnan(per[0.05][j]) else float(per[0.05][j]),
+                                  "pck0.1": None if np.isnan(per[0.1][j]) else float(per[0.1][j]),
+                                  "n": int(count[j]), "bias_forward": bias[name]["forward"],
+                                  "n_forward": bias[name]["n_forward"], "bias_down": bias[name]["down"]}
+                           for j, name in enumerate(names)}
+    if args.real:
+        print_bias(bias)
 
     crop_boxes = D.cropped_boxes(canvases, np.arange(len(records)), size)
     results = metrics.results_entries(records, cat["id"], pred, scores, crop_boxes)
@@ -156,8 +196,12 @@ def main(argv=None):
             tmp.write_text(json.dumps(results))
         print(f"wrote {args.results} ({len(results)} COCO keypoint results)")
     if args.sheet_n:
-        contact_sheet(args.sheet, canvases, records, pred, size, names, cat.get("skeleton", []), args.sheet_n)
-        print(f"wrote {args.sheet}")
+        contact_sheet(args.sheet, canvases, records, pred, size, names, skeleton_to_draw(cat, cfg, names),
+                      args.sheet_n)
+        print(f"wrote {args.sheet} ({min(args.sheet_n, len(records))} animals)")
+    if args.json:
+        save_json(args.json, out)
+        print(f"wrote {args.json}")
     return out
 
 

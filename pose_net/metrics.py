@@ -9,6 +9,8 @@ import io
 
 import numpy as np
 
+FACING_MIN = 0.1  # head and tail closer than this (x longer bbox side) along x: no forward direction
+
 
 def pck(pred, gt, bboxes, alpha):
     """(overall, per keypoint (K,), count per keypoint (K,)) at threshold alpha x longer bbox side.
@@ -74,4 +76,45 @@ def results_entries(records, category_id, points, scores, crop_boxes):
                     "keypoints": [round(float(v), 3) for v in kps.reshape(-1)],
                     "score": round(float(np.mean(s)), 5),
                     "bbox": [round(float(v), 3) for v in box]})
+    return out
+
+
+def facing(gt, bboxes, names):
+    """(N,) +1 where an animal faces +x in the image, -1 where it faces -x, NaN where it is unknown.
+
+    From the LABELS: its nose (else its neck) against its root_of_tail, projected on the image's x
+    axis; head and tail within FACING_MIN x the longer bbox side of each other along x (a front or
+    rear view) or either unlabelled: unknown."""
+    gt, bboxes = np.asarray(gt, float), np.asarray(bboxes, float)
+    out = np.full(len(gt), np.nan)
+    if "root_of_tail" not in names:
+        return out
+    tail = names.index("root_of_tail")
+    side = np.maximum(bboxes[:, 2], bboxes[:, 3])
+    for i, animal in enumerate(gt):
+        head = next((names.index(n) for n in ("nose", "neck") if n in names and animal[names.index(n), 2] > 0), None)
+        if head is None or animal[tail, 2] <= 0:
+            continue
+        dx = animal[head, 0] - animal[tail, 0]
+        if abs(dx) >= FACING_MIN * side[i]:
+            out[i] = np.sign(dx)
+    return out
+
+
+def median_bias(pred, gt, bboxes, names):
+    """Per keypoint: the median offset prediction - label in units of the longer bbox side,
+    "forward" (toward the head, see facing(); n_forward animals) and "down" (+y of the image; n).
+    None where no animal has the keypoint labelled (or no facing known, for forward)."""
+    pred, gt, bboxes = np.asarray(pred, float), np.asarray(gt, float), np.asarray(bboxes, float)
+    side = np.maximum(bboxes[:, 2], bboxes[:, 3])[:, None]
+    offset = (pred - gt[..., :2]) / side[..., None]
+    labelled = gt[..., 2] > 0
+    sign = facing(gt, bboxes, names)
+    out = {}
+    for j, name in enumerate(names):
+        down = offset[labelled[:, j], j, 1]
+        known = labelled[:, j] & np.isfinite(sign)
+        forward = offset[known, j, 0] * sign[known]
+        out[name] = {"forward": float(np.median(forward)) if len(forward) else None, "n_forward": int(len(forward)),
+                     "down": float(np.median(down)) if len(down) else None, "n": int(len(down))}
     return out

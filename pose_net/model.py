@@ -22,6 +22,8 @@ STD = (0.229, 0.224, 0.225)
 
 
 class PoseNet(nn.Module):
+    """The defaults are what train.py trains (its TRUNK, STAGES, HEAD_CHANNELS; a test holds them equal)."""
+
     def __init__(self, n_keypoints, trunk="resnet18", stages=3, head_channels=128):
         super().__init__()
         if trunk not in TRUNKS:

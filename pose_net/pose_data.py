@@ -6,18 +6,22 @@ Top-down, as MMPose does it: the network sees a square crop of 1.25 x the longer
 the bbox centre. Each animal is resampled once onto a canvas twice that span (2.5 x the bbox side,
 2 x the input size in pixels), so the crop is the centre half of the canvas at 1:1 and training can
 zoom out and rotate without running off the canvas. One affine map carries image and keypoints.
+A photo is decoded once for all its animals, at the JPEG scale they need (a 4000-pixel photo is not
+decoded at full size to fill 128-pixel canvases), with its EXIF orientation applied.
 Coordinates are continuous (pixel i covers [i, i + 1)), as in model.py.
 """
 import io
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
+from pasyn.compute import autocast
 from pasyn.files import UserError, atomic_path, require_file
 from pasyn.rig import AP10K_KEYPOINTS
 
@@ -149,18 +153,32 @@ def held_out_image_ids(records, fraction, seed):
 
 # ---------------------------------------------------------------- canvases
 
-def open_rgb(path):
-    """An image as RGB; a transparent background (the renders of step 3) composited onto grey."""
+def open_rgb(path, finest=1.0):
+    """(RGB image, factor): the image decoded once, `factor` decoded pixels per image pixel.
+
+    A JPEG is decoded at the coarsest of its built-in scales (1/2, 1/4, 1/8: PIL's draft) that still
+    has `finest` pixels per image pixel, so a 4608 x 3456 photo whose animals fill a 128-pixel canvas
+    costs a 576 x 432 decode. A transparent background (the renders of step 3) is composited onto grey.
+    """
     try:
         img = Image.open(path)
+        factor = 1.0
+        if finest < 1 and img.format == "JPEG":
+            w, h = img.size
+            drafted = img.draft("RGB", (max(1, math.ceil(w * finest)), max(1, math.ceil(h * finest))))
+            if drafted:  # decoded pixel i covers image pixels [s i, s (i + 1)): exactly 1/s
+                factor = drafted[1][2] / w
         img.load()
+        # EXIF orientation applied, as a viewer (and every labelling tool) shows the photo: the labels are
+        # taken as given in the oriented image. The scale is the same on both axes, so factor still holds.
+        img = ImageOps.exif_transpose(img)
     except Exception as e:  # truncated, not an image
         raise UserError(f"cannot read image {path}: {e}") from None
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         grey = Image.new("RGBA", rgba.size, (GREY, GREY, GREY, 255))
-        return Image.alpha_composite(grey, rgba).convert("RGB")
-    return img.convert("RGB")
+        return Image.alpha_composite(grey, rgba).convert("RGB"), factor
+    return img.convert("RGB"), factor
 
 
 def canvas_geometry(bbox, canvas_px):
@@ -189,27 +207,33 @@ def cut_canvas(img, origin, scale, canvas_px):
 
 def build_canvases(records, size, progress=None):
     """Every record on its canvas: dict of images (N, 3, 2S, 2S) uint8, points (N, K, 2) canvas
-    pixels, vis (N, K), origin (N, 2) and scale (N,) to map back to the image."""
+    pixels, vis (N, K), origin (N, 2) and scale (N,) to map back to the image.
+
+    Each image is decoded once, at the resolution its smallest animal needs, and all its animals
+    are cut from that one decode (records of an image need not be adjacent). `progress` wraps the
+    list of images."""
     canvas_px = 2 * size
-    images, points, origins, scales = [], [], [], []
-    cache = {}
+    geometry = [canvas_geometry(r["bbox"], canvas_px) for r in records]
+    by_file = {}
+    for i, r in enumerate(records):
+        by_file.setdefault(r["file"], []).append(i)
+    images = [None] * len(records)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one small image at a time: threads only add waiting
     try:
-        for r in (progress(records) if progress else records):
-            if r["file"] not in cache:
-                cache = {r["file"]: open_rgb(r["file"])}  # records of one image are adjacent
-            origin, scale = canvas_geometry(r["bbox"], canvas_px)
-            images.append(cut_canvas(cache[r["file"]], origin, scale, canvas_px))
-            points.append((r["keypoints"][:, :2] - origin) * scale)
-            origins.append(origin)
-            scales.append(scale)
+        files = list(by_file.items())
+        for file, index in (progress(files) if progress else files):
+            img, factor = open_rgb(file, max(geometry[i][1] for i in index))
+            for i in index:  # the canvas map in decoded pixels: origin and scale carry the factor
+                origin, scale = geometry[i]
+                images[i] = cut_canvas(img, origin * factor, scale / factor, canvas_px)
     finally:
         torch.set_num_threads(threads)
     return {"images": torch.stack(images),
-            "points": torch.from_numpy(np.stack(points)).float(),
+            "points": torch.from_numpy(np.stack([(r["keypoints"][:, :2] - o) * s
+                                                 for r, (o, s) in zip(records, geometry)])).float(),
             "vis": torch.from_numpy(np.stack([r["keypoints"][:, 2] for r in records])).float(),
-            "origin": np.stack(origins), "scale": np.array(scales)}
+            "origin": np.stack([o for o, _ in geometry]), "scale": np.array([s for _, s in geometry])}
 
 
 def centre_crops(canvases, index, size):
@@ -234,16 +258,18 @@ def cropped_boxes(canvases, index, size):
 
 
 @torch.no_grad()
-def predict(net, canvases, size, flip_idx=None, batch_size=256, precision="fp32"):
-    """Image-pixel keypoints (N, K, 2) and scores (N, K) of every canvas (flip test with flip_idx)."""
+def predict(net, canvases, size, flip_idx=None, batch_size=256, precision="fp32", device=None):
+    """Image-pixel keypoints (N, K, 2) and scores (N, K) of every canvas (flip test with flip_idx),
+    the network on `device` (default: where its weights are); decoding on the CPU."""
     net.eval()
+    device = device or next(net.parameters()).device
     points, scores = [], []
     for start in range(0, len(canvases["images"]), batch_size):
         index = np.arange(start, min(start + batch_size, len(canvases["images"])))
         crops, _ = centre_crops(canvases, index, size)
-        with autocast(precision):
-            heatmaps = M.predict_heatmaps(net, crops, flip_idx)
-        xy, s = M.decode_heatmaps(heatmaps.float())
+        with autocast(device, precision):
+            heatmaps = M.predict_heatmaps(net, crops.to(device), flip_idx)
+        xy, s = M.decode_heatmaps(heatmaps.float().cpu())
         points.append(crop_to_image(xy, canvases, index, size))
         scores.append(s.numpy())
     return np.concatenate(points), np.concatenate(scores)
@@ -326,30 +352,22 @@ def jpeg(img, quality):
     return torch.from_numpy(np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
 
 
-# ---------------------------------------------------------------- precision
-
-def choose_precision(precision):
-    """'auto' -> 'bf16' where the CPU does bf16 in hardware (AVX512-BF16 or AMX), else 'fp32':
-    elsewhere oneDNN emulates bf16 and it is slower than fp32."""
-    if precision != "auto":
-        return precision
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "fp32"
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
-
-
-def autocast(precision):
-    """bf16 autocast of the network's convolutions on the CPU (losses and decoding stay fp32)."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 # ---------------------------------------------------------------- checkpoints
+
+def on_cpu(value):
+    """A checkpoint's tensors moved to the CPU (nested dicts and lists): no device is stored in a file."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value
+
 
 def save_checkpoint(path, ckpt):
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        torch.save(on_cpu(ckpt), tmp)
 
 
 def read_checkpoint(path, made_by="step 6: cd pose_net && python train.py"):

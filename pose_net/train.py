@@ -9,8 +9,11 @@ categories); --extra ANN DIR mixes in a second set, e.g. your own labelled photo
 ids go into the checkpoint, and evaluate.py scores them by default).
 
 Writes pose_net/checkpoint.pt (after every epoch, atomically) and losses.jpg beside it. Running the
-same command again resumes (exactly, also after Ctrl-C mid-epoch); a checkpoint made with other
-flags or data is refused unless --restart.
+same command again resumes (exactly, also after Ctrl-C mid-epoch) with pasyn/resume.py's rule: every
+setting stored in the checkpoint must be the same except --epochs (more: it trains on to the new
+total; fewer: nothing to train); other settings or data are refused in one line unless --restart.
+--device auto|cpu|cuda picks where it trains; the device is not stored (a checkpoint made on a GPU
+resumes and scores on a CPU).
 """
 import argparse
 import hashlib
@@ -23,8 +26,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.compute import (add_device_flag, add_precision_flag, autocast, choose_device,  # noqa: E402
+                           choose_precision, keep_freed_memory)
 from pasyn.files import STYLIZED_DIR, Stopped, UserError, atomic_path, check_seed, require_file, run_main  # noqa: E402
 from pasyn.progress import progress  # noqa: E402
+from pasyn.resume import checkpoint_to_resume, nothing_to_train_line, stopped_line  # noqa: E402
 
 import metrics  # noqa: E402
 import model as M  # noqa: E402
@@ -33,7 +39,18 @@ import pose_data as D  # noqa: E402
 HERE = Path(__file__).resolve().parent
 STYLIZED_MADE_BY = "step 5: cd style_transfer && python stylize.py"
 
-# Train-time augmentation, as sim-to-real work uses it (one place to turn the knobs).
+# --- research knobs (each is also a flag; all are stored in the checkpoint's config) ----------------
+EPOCHS = 10
+LR = 2e-3             # peak Adam learning rate: linear warm-up, then cosine down to 1/100 of it
+BATCH_SIZE = 32
+INPUT_SIZE = 64       # side of the square crop (1.25 x the longer bbox side) the network sees, pixels
+SIGMA = 1.0           # std of the heatmap Gaussians, heatmap cells
+TRUNK = "resnet18"    # TRUNK, STAGES and HEAD_CHANNELS are model.PoseNet's defaults too
+STAGES = 3            # ResNet stages kept; 4 is the paper's full trunk
+HEAD_CHANNELS = 128   # channels of the deconvolutions
+VAL_FRACTION = 0.1    # seeded share of the --ann images held out
+EXTRA_WEIGHT = 10.0   # times each --extra animal is drawn per epoch
+# Train-time augmentation, as sim-to-real work uses it (--no_augment turns it off).
 AUGMENT = {
     "scale": (0.75, 1.3),        # zoom of the crop around the bbox (>1: the animal smaller)
     "rotation": 30.0,            # degrees, +-
@@ -58,24 +75,26 @@ def parse_args(argv):
                    help="category name or id in a multi-category file (default: the only one, else zebra)")
     p.add_argument("--extra", nargs=2, metavar=("ANN", "DIR"), type=Path,
                    help="a second COCO keypoint file and its image folder mixed into training (all of it)")
-    p.add_argument("--extra_weight", type=float, default=10.0,
-                   help="times each --extra animal is drawn per epoch (default: 10)")
+    p.add_argument("--extra_weight", type=float, default=EXTRA_WEIGHT,
+                   help=f"times each --extra animal is drawn per epoch (default: {EXTRA_WEIGHT:g})")
     p.add_argument("--repeat", type=int, default=1,
                    help="times each --ann animal is drawn per epoch: a few photos trained alone need more "
                         "steps per epoch (default: 1)")
-    p.add_argument("--val_fraction", type=float, default=0.1,
-                   help="seeded share of the --ann images held out for validation (default: 0.1)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
-    p.add_argument("--batch_size", type=int, default=32, help="batch size (default: 32)")
-    p.add_argument("--lr", type=float, default=2e-3,
-                   help="peak Adam learning rate, cosine decay to 1/100 of it (default: 0.002)")
-    p.add_argument("--input_size", type=int, default=64,
-                   help="side of the square crop the network sees, pixels (default: 64)")
-    p.add_argument("--sigma", type=float, default=1.0, help="heatmap Gaussian std, heatmap cells (default: 1.0)")
-    p.add_argument("--trunk", choices=M.TRUNKS, default="resnet18", help="torchvision ResNet (default: resnet18)")
-    p.add_argument("--stages", type=int, choices=[2, 3, 4], default=3,
-                   help="ResNet stages kept; 4 is the paper's full trunk (default: 3)")
-    p.add_argument("--head_channels", type=int, default=128, help="deconvolution channels (default: 128)")
+    p.add_argument("--val_fraction", type=float, default=VAL_FRACTION,
+                   help=f"seeded share of the --ann images held out for validation (default: {VAL_FRACTION:g})")
+    p.add_argument("--epochs", type=int, default=EPOCHS,
+                   help=f"total epochs; may change when resuming (default: {EPOCHS})")
+    p.add_argument("--batch_size", type=int, default=BATCH_SIZE, help=f"batch size (default: {BATCH_SIZE})")
+    p.add_argument("--lr", type=float, default=LR,
+                   help=f"peak Adam learning rate, cosine decay to 1/100 of it (default: {LR:g})")
+    p.add_argument("--input_size", type=int, default=INPUT_SIZE,
+                   help=f"side of the square crop the network sees, pixels (default: {INPUT_SIZE})")
+    p.add_argument("--sigma", type=float, default=SIGMA, help=f"heatmap Gaussian std, heatmap cells (default: {SIGMA:g})")
+    p.add_argument("--trunk", choices=M.TRUNKS, default=TRUNK, help=f"torchvision ResNet (default: {TRUNK})")
+    p.add_argument("--stages", type=int, choices=[2, 3, 4], default=STAGES,
+                   help=f"ResNet stages kept; 4 is the paper's full trunk (default: {STAGES})")
+    p.add_argument("--head_channels", type=int, default=HEAD_CHANNELS,
+                   help=f"deconvolution channels (default: {HEAD_CHANNELS})")
     p.add_argument("--no_augment", action="store_true", help="train on the plain crops")
     p.add_argument("--init", type=Path, default=None,
                    help="start from a weights file: a pose_net checkpoint or a torchvision ResNet state dict")
@@ -83,8 +102,8 @@ def parse_args(argv):
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--checkpoint", type=Path, default=HERE / "checkpoint.pt",
                    help="checkpoint to write; losses.jpg goes beside it (default: pose_net/checkpoint.pt)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast where the CPU does bf16 in hardware, else fp32 (default: auto)")
+    add_device_flag(p)
+    add_precision_flag(p)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1: on 2 shared cores a second thread made a step 12x "
                         "slower; 0 = one per core, worth trying on a machine of its own)")
@@ -114,7 +133,8 @@ def data_hash(records):
 
 
 def training_config(args, cat, train, extra, held_out_ids):
-    """Everything a resumed run must share with the checkpoint, in plain types."""
+    """Everything a resumed run must share with the checkpoint (all but epochs), in plain types:
+    the knobs above, the model's shape, the data (paths and a hash of the labels) and the seed."""
     return {
         "architecture": M.ARCHITECTURE, "trunk": args.trunk, "stages": args.stages,
         "head_channels": args.head_channels, "input_size": args.input_size, "sigma": args.sigma,
@@ -128,11 +148,6 @@ def training_config(args, cat, train, extra, held_out_ids):
         "augment": None if args.no_augment else {k: list(v) if isinstance(v, tuple) else v for k, v in AUGMENT.items()},
         "init": str(args.init) if args.init else None, "seed": args.seed,
     }
-
-
-def config_differences(old, new):
-    return [f"{k}={old.get(k)!r:.60} (now {v!r:.60})" for k, v in new.items()
-            if k != "held_out_image_ids" and old.get(k) != v]
 
 
 def load_init(net, path):
@@ -202,7 +217,7 @@ def heatmap_loss(pred, targets, weights):
 
 
 @torch.no_grad()
-def validate(net, canvases, records, args, precision):
+def validate(net, canvases, records, args, device, precision):
     """(held-out heatmap loss, PCK@0.1 without flip test) — quick figures for the loss plot."""
     net.eval()
     losses = []
@@ -211,10 +226,10 @@ def validate(net, canvases, records, args, precision):
         crops, points = D.centre_crops(canvases, index, args.input_size)
         targets, weights = M.gaussian_heatmaps(points, (canvases["vis"][index] > 0).float(),
                                                args.input_size, args.sigma)
-        with D.autocast(precision):
-            heatmaps = net(crops)
-        losses.append(heatmap_loss(heatmaps.float(), targets, weights).item() * len(index))
-    pred, _ = D.predict(net, canvases, args.input_size, precision=precision)
+        with autocast(device, precision):
+            heatmaps = net(crops.to(device))
+        losses.append(heatmap_loss(heatmaps.float(), targets.to(device), weights.to(device)).item() * len(index))
+    pred, _ = D.predict(net, canvases, args.input_size, precision=precision, device=device)
     bboxes = np.stack([r["bbox"] for r in records])
     gt = np.stack([r["keypoints"] for r in records])
     return sum(losses) / len(records), metrics.pck(pred, gt, bboxes, 0.1)[0]
@@ -265,48 +280,50 @@ def load_sets(args):
     return cat, train, extra, val, [int(i) if isinstance(i, (int, np.integer)) else i for i in held_ids]
 
 
-def start_or_resume(args, config, n_keypoints):
-    torch.manual_seed(args.seed)
+def start_or_resume(args, config, n_keypoints, device):
+    """(network, optimizer, checkpoint dict or None): the same command resumes, pasyn/resume.py's rule."""
+    ckpt = checkpoint_to_resume(args.checkpoint, config, args.restart, D.read_checkpoint)
+    torch.manual_seed(args.seed)  # the initial weights: drawn on the CPU, the same on any device
     net = M.PoseNet(n_keypoints, args.trunk, args.stages, args.head_channels)
+    if ckpt:
+        net.load_state_dict(ckpt["model_state_dict"])
+    elif args.init:
+        load_init(net, args.init)
+    net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    if args.restart or not args.checkpoint.exists():
-        if args.init:
-            load_init(net, args.init)
-        return net, opt, None
-    ckpt = D.read_checkpoint(args.checkpoint)
-    diffs = config_differences(ckpt["config"], config)
-    if diffs:
-        raise UserError(f"{args.checkpoint} was trained with {'; '.join(diffs[:3])}"
-                        f"{' ...' if len(diffs) > 3 else ''}: use the same flags and data to resume, "
-                        "or add --restart to start over (overwrites it), or give another --checkpoint")
-    net.load_state_dict(ckpt["model_state_dict"])
-    opt.load_state_dict(ckpt["optimizer_state_dict"])
+    if ckpt:
+        opt.load_state_dict(ckpt["optimizer_state_dict"])  # its state follows the weights' device
     return net, opt, ckpt
 
 
 def main(argv=None):
     args = parse_args(argv)
+    device = choose_device(args.device)
+    precision = choose_precision(args.precision, device)
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    precision = D.choose_precision(args.precision)
     cat, train, extra, val, held_ids = load_sets(args)
     config = training_config(args, cat, train, extra, held_ids)
     names = config["keypoint_names"]
     flip_idx = D.flip_index(names)
-    net, opt, ckpt = start_or_resume(args, config, len(names))
-    print(f"{len(train)} training animals{f' + {len(extra)} extra x {args.extra_weight:g}' if extra else ''}, "
-          f"{len(val)} held out; {cat.get('name')} ({len(names)} keypoints); crops {args.input_size}x{args.input_size} "
-          f"(1.25 x bbox); {args.trunk}, {args.stages} stages; {torch.get_num_threads()} CPU threads, {precision}")
-
-    canvases = D.build_canvases(train + extra, args.input_size,
-                                lambda x: progress(x, desc="cropping", unit="animal", leave=False))
-    val_canvases = D.build_canvases(val, args.input_size) if val else None
+    net, opt, ckpt = start_or_resume(args, config, len(names), device)
     state = {"train_losses": [], "val_losses": [], "val_pck": [], "epoch": 0,
              "partial": {"batch": 0, "loss_sum": 0.0, "count": 0}}
     if ckpt:
         state.update({k: ckpt[k] for k in state if k in ckpt})
         if state["epoch"] >= args.epochs:
-            print(f"{args.checkpoint} already has {state['epoch']} epochs (--epochs {args.epochs}): nothing to train")
+            print(nothing_to_train_line(args.checkpoint, state["epoch"], args.epochs))
+            return {k: state[k] for k in ("train_losses", "val_losses", "val_pck")}
+    where = f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else str(device)
+    print(f"{len(train)} training animals{f' + {len(extra)} extra x {args.extra_weight:g}' if extra else ''}, "
+          f"{len(val)} held out; {cat.get('name')} ({len(names)} keypoints); crops {args.input_size}x{args.input_size} "
+          f"(1.25 x bbox); {args.trunk}, {args.stages} stages; {where}, {precision}"
+          + (f"; resuming at epoch {state['epoch'] + 1}" if ckpt else ""))
+
+    canvases = D.build_canvases(train + extra, args.input_size,
+                                lambda x: progress(x, desc="cropping", unit="image", leave=False))
+    val_canvases = D.build_canvases(val, args.input_size) if val else None
     n_steps = len(epoch_order(len(train), len(extra), args.extra_weight, args.seed, 0, args.repeat))
     steps_per_epoch = math.ceil(n_steps / args.batch_size)
 
@@ -322,7 +339,7 @@ def main(argv=None):
         order = epoch_order(len(train), len(extra), args.extra_weight, args.seed, epoch, args.repeat)
         first = state["partial"]["batch"]
         bar = progress(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
-                   initial=first, total=steps_per_epoch)
+                       initial=first, total=steps_per_epoch)
         net.train()
         b = buffers = None
         try:  # Ctrl-C (or SIGTERM) anywhere in the epoch: save where it is, so the same command resumes
@@ -330,12 +347,13 @@ def main(argv=None):
                 # BatchNorm's running statistics change in the forward pass: kept to undo an interrupted batch
                 buffers = {k: v.clone() for k, v in net.named_buffers()}
                 index = order[b * args.batch_size:(b + 1) * args.batch_size]
+                # augmentation on the CPU from seeded streams: the same crops whatever the device
                 crops, targets, weights = training_batch(canvases, index, args, flip_idx, [args.seed, epoch, b + 1])
                 for g in opt.param_groups:
                     g["lr"] = lr_at(epoch * steps_per_epoch + b, args.epochs * steps_per_epoch, args.lr)
-                with D.autocast(precision):
-                    heatmaps = net(crops)
-                loss = heatmap_loss(heatmaps.float(), targets, weights)
+                with autocast(device, precision):
+                    heatmaps = net(crops.to(device))
+                loss = heatmap_loss(heatmaps.float(), targets.to(device), weights.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -348,15 +366,14 @@ def main(argv=None):
             bar.close()
             line = f"epoch {epoch + 1}: train loss {state['partial']['loss_sum'] / max(1, state['partial']['count']):.3e}"
             if val:
-                vl, vp = validate(net, val_canvases, val, args, precision)
+                vl, vp = validate(net, val_canvases, val, args, device, precision)
                 line += f", held-out loss {vl:.3e}, held-out PCK@0.1 {vp:.3f} (no flip test)"
         except KeyboardInterrupt:
             bar.close()
             if buffers is not None and state["partial"]["batch"] == b:  # stopped inside batch b: save the state before it
                 net.load_state_dict(buffers, strict=False)
             save()
-            raise Stopped(f"epoch {epoch + 1}, batch {state['partial']['batch']}/{steps_per_epoch} saved in "
-                          f"{args.checkpoint}; run the same command to resume") from None
+            raise Stopped(stopped_line(args.checkpoint, epoch + 1, state["partial"]["batch"])) from None
         state["train_losses"].append(state["partial"]["loss_sum"] / max(1, state["partial"]["count"]))
         if val:
             state["val_losses"].append(vl)
@@ -365,13 +382,11 @@ def main(argv=None):
         save()
         plot_losses(args.checkpoint.parent / "losses.jpg", state["train_losses"], state["val_losses"], state["val_pck"])
         print(line + f"  [{time.perf_counter() - t_start:.0f} s]")
-    if not args.checkpoint.exists():
-        save()
     print(f"wrote {args.checkpoint} and {args.checkpoint.parent / 'losses.jpg'}")
     result = {"train_losses": state["train_losses"], "val_losses": state["val_losses"], "val_pck": state["val_pck"]}
     if val:
         test_flip = D.flip_test_index(config)
-        pred, _ = D.predict(net, val_canvases, args.input_size, test_flip)  # fp32, as evaluate.py
+        pred, _ = D.predict(net, val_canvases, args.input_size, test_flip, device=device)  # fp32, as evaluate.py
         gt, bboxes = np.stack([r["keypoints"] for r in val]), np.stack([r["bbox"] for r in val])
         p05, p10 = metrics.pck(pred, gt, bboxes, 0.05)[0], metrics.pck(pred, gt, bboxes, 0.1)[0]
         print(f"held-out PCK@0.05 {p05:.3f}, PCK@0.1 {p10:.3f} (threshold x the longer bbox side, "

@@ -1,6 +1,8 @@
-"""Step 6, the pose network: its scores (PCK, OKS AP) against hand-computed cases, the flip test,
-a few epochs of real training on a drawn fixture, evaluate.py's files, and bad input."""
+"""Step 6, the pose network: its scores (PCK, OKS AP, bias) against hand-computed cases, the flip test,
+real photos' quirks (EXIF orientation, large JPEGs decoded once, unlabelled keypoints), a few epochs of
+real training on a drawn fixture, resume, evaluate.py's files, the recipe's folds, and bad input."""
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -18,6 +20,7 @@ sys.path[:0] = [str(REPO), str(POSE_NET)]
 import metrics  # noqa: E402
 import model as M  # noqa: E402
 import pose_data as D  # noqa: E402
+from pasyn.resume import RULE  # noqa: E402
 from pasyn.rig import AP10K_KEYPOINTS, AP10K_OKS_SIGMAS, AP10K_ZEBRA_CATEGORY  # noqa: E402
 
 # A stick animal facing left, AP-10K's 17 keypoints in a unit box (x, y): drawn shapes at known points.
@@ -29,7 +32,7 @@ COLOURS = [tuple(int(c) for c in 255 * np.array(
     __import__("colorsys").hsv_to_rgb(k / 17, 1.0, 1.0))) for k in range(17)]
 
 
-def make_fixture(folder, n, seed=0, sizes=((48, 48),), name="fixture"):
+def make_fixture(folder, n, seed=0, sizes=((48, 48),), name="fixture", ext="png"):
     """n images of one stick animal each, a coloured dot per keypoint; returns the COCO file's path."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -48,8 +51,8 @@ def make_fixture(folder, n, seed=0, sizes=((48, 48),), name="fixture"):
         r = max(1.5, side / 25)
         for (x, y), c in zip(xy, COLOURS):
             d.ellipse([x - r, y - r, x + r, y + r], fill=c)
-        file = f"{name}_{i:03d}.png"
-        img.save(folder / file)
+        file = f"{name}_{i:03d}.{ext}"
+        img.save(folder / file, quality=90)
         kps = np.concatenate([xy, np.full((17, 1), 2.0)], 1)
         lo, hi = xy.min(0) - r, xy.max(0) + r
         images.append({"id": i + 1, "file_name": file, "width": w, "height": h})
@@ -69,9 +72,9 @@ def load_script(name):
     return module
 
 
-def run_script(script, *args):
+def run_script(script, *args, timeout=300):
     return subprocess.run([sys.executable, str(POSE_NET / script), *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=timeout)
 
 
 # ---------------------------------------------------------------- scores
@@ -135,6 +138,148 @@ def test_decoding_finds_a_subcell_peak():
     xy, score = M.decode_heatmaps(hm)
     assert torch.all((xy - pts).abs() <= 1.0)  # a quarter cell = 1 pixel
     assert torch.all(score > 0.5) and torch.all(w == 1)
+
+
+def test_bias_is_split_into_forward_toward_the_head_and_down():
+    names = AP10K_KEYPOINTS
+    nose, tail = names.index("nose"), names.index("root_of_tail")
+    gt = np.zeros((3, 17, 3))
+    gt[..., 2] = 2
+    gt[..., :2] = 50
+    gt[0, nose, 0], gt[0, tail, 0] = 90, 10    # faces +x
+    gt[1, nose, 0], gt[1, tail, 0] = 10, 90    # faces -x
+    gt[2, nose, 0], gt[2, tail, 0] = 52, 48    # faces the camera: no forward
+    bboxes = np.array([[0, 0, 100, 60]] * 3)   # longer side 100
+    pred = gt[..., :2].copy()
+    pred[0, :, 0] += 10        # 0.1 toward the head of a zebra facing +x
+    pred[1, :, 0] -= 10        # and of one facing -x
+    pred[2, :, 0] += 30        # sideways on the front view: counts only for down
+    pred[:, :, 1] += 5         # 0.05 down the image for all
+    gt[1, 0, 2] = 0            # an unlabelled eye: not counted
+    bias = metrics.median_bias(pred, gt, bboxes, names)
+    assert bias["neck"] == {"forward": pytest.approx(0.1), "n_forward": 2, "down": pytest.approx(0.05), "n": 3}
+    assert bias["left_eye"]["n"] == 2 and bias["left_eye"]["n_forward"] == 1
+    assert metrics.facing(gt, bboxes, names)[:2].tolist() == [1, -1] and np.isnan(metrics.facing(gt, bboxes, names)[2])
+
+
+# ---------------------------------------------------------------- real photos
+
+def test_exif_rotated_jpeg_is_cropped_where_the_labels_are(tmp_path):
+    """Labels are given in the photo as a viewer shows it (EXIF orientation applied): a JPEG stored on
+    its side with orientation 6 is cropped around the labelled red dot, not around the raw pixels there."""
+    shown = Image.new("RGB", (240, 160), (0, 0, 200))
+    ImageDraw.Draw(shown).ellipse([170, 30, 200, 60], fill=(255, 0, 0))  # red dot at (185, 45) as shown
+    raw = shown.transpose(Image.Transpose.ROTATE_90)  # stored on its side; orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw.save(tmp_path / "side.jpg", quality=95, exif=exif)
+    kps = np.zeros((17, 3))
+    kps[0] = [185, 45, 2]  # one labelled keypoint is enough to be trained on
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "side.jpg", "width": 240, "height": 160}],
+                               "annotations": [{"id": 1, "image_id": 1, "category_id": 22, "bbox": [150, 20, 60, 50],
+                                                "keypoints": kps.reshape(-1).tolist(), "iscrowd": 0}],
+                               "categories": [AP10K_ZEBRA_CATEGORY]}))
+    _, recs = D.load_keypoint_set(ann, tmp_path)
+    crops, points = D.centre_crops(D.build_canvases(recs, 32), [0], 32)
+    x, y = points[0, 0].round().long().tolist()
+    assert crops[0, :, y, x].tolist() == pytest.approx([255, 0, 0], abs=40)
+    assert crops[0, 2, 2, 2] > 150  # the blue around it
+
+
+def test_a_large_jpeg_is_decoded_once_at_the_scale_its_animals_need(tmp_path, monkeypatch):
+    """A 4000 x 3000 photo with two animals, listed apart in the file, trains from one reduced decode."""
+    ann = make_fixture(tmp_path, 2, sizes=((4000, 3000), (60, 60)), ext="jpg", name="photo")
+    data = json.loads(ann.read_text())
+    second = dict(data["annotations"][0], id=3)
+    second["bbox"] = [b * s for b, s in zip(second["bbox"], (1, 1, 0.5, 0.5))]  # a smaller box of the same photo
+    data["annotations"].append(second)  # after the other photo's animal
+    ann.write_text(json.dumps(data))
+    opened = []
+    real_open = D.Image.open
+
+    def counting_open(path, *a, **k):
+        img = real_open(path, *a, **k)
+        opened.append((Path(path).name, img))
+        return img
+    monkeypatch.setattr(D.Image, "open", counting_open)
+    train = load_script("train")
+    out = train.main([str(a) for a in ["--ann", ann, "--images", tmp_path, "--input_size", "32", "--batch_size", "4",
+                                       "--head_channels", "8", "--epochs", "1", "--val_fraction", "0",
+                                       "--threads", "1", "--checkpoint", tmp_path / "c.pt"]])
+    assert len(out["train_losses"]) == 1 and np.isfinite(out["train_losses"][0])
+    assert sorted(name for name, _ in opened) == ["photo_000.jpg", "photo_001.jpg"]  # once each
+    big = next(img for name, img in opened if name == "photo_000.jpg")
+    assert big.size == (500, 375)  # decoded at 1/8: the animals' 64-pixel canvases need no more
+
+
+def test_unlabelled_keypoints_give_no_loss_and_unlabelled_animals_are_skipped(tmp_path):
+    train = load_script("train")
+    ann = make_fixture(tmp_path, 6)
+    data = json.loads(ann.read_text())
+    tail = AP10K_KEYPOINTS.index("root_of_tail")
+    for a in data["annotations"]:
+        a["keypoints"][3 * tail:3 * tail + 3] = [0, 0, 0]  # v = 0, at the image corner as COCO writes it
+    data["annotations"][5]["keypoints"] = [0] * 51  # no keypoint at all: not an animal to train on
+    ann.write_text(json.dumps(data))
+    _, recs = D.load_keypoint_set(ann, tmp_path)
+    assert [r["ann_id"] for r in recs] == [1, 2, 3, 4, 5]
+    args = train.parse_args(["--ann", str(ann), "--input_size", "32"])
+    canvases = D.build_canvases(recs, 32)
+    crops, targets, weights = train.training_batch(canvases, np.arange(5).repeat(2), args,
+                                                   D.flip_index(AP10K_KEYPOINTS), [0, 0, 1])
+    torch.manual_seed(0)
+    net = M.PoseNet(17, head_channels=8)
+    train.heatmap_loss(net(crops), targets, weights).backward()
+    assert torch.all(weights[:, tail] == 0)
+    assert net.final.weight.grad[tail].abs().max() == 0 and net.final.bias.grad[tail] == 0
+    assert net.final.weight.grad[0].abs().max() > 0
+
+
+def test_recipe_folds_split_by_photo(tmp_path):
+    """Every labelled photo is tested exactly once, and no photo is on both sides of a fold."""
+    recipe = load_script("recipe")
+    folds = recipe.fold_photos(range(1, 16), 5, seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(1, 16)) and [len(f) for f in folds] == [3] * 5
+    assert folds == recipe.fold_photos(range(1, 16), 5, seed=0) != recipe.fold_photos(range(1, 16), 5, seed=1)
+
+    ann = make_fixture(tmp_path, 6)
+    data = json.loads(ann.read_text())
+    for a in data["annotations"][:4]:  # photos 1 and 2 hold three zebras each
+        extra = dict(a, id=a["id"] + 100, image_id=1 + (a["image_id"] - 1) // 2)
+        data["annotations"].append(extra)
+    ann.write_text(json.dumps(data))
+    args = recipe.parse_args(["--real", str(ann), str(tmp_path), "--folds", "3", "--work_dir", str(tmp_path / "w")])
+    _, folds, n_animals, n_photos = recipe.write_folds(args, tmp_path / "w")
+    assert (n_animals, n_photos) == (10, 6)
+    tested = []
+    for train_path, test_path, n_train in folds:
+        tr, te = json.loads(train_path.read_text()), json.loads(test_path.read_text())
+        train_photos = {a["image_id"] for a in tr["annotations"]}
+        test_photos = {a["image_id"] for a in te["annotations"]}
+        assert not train_photos & test_photos and len(tr["annotations"]) == n_train
+        assert len(tr["annotations"]) + len(te["annotations"]) == 10
+        tested += sorted(test_photos)
+    assert sorted(tested) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_the_recipe_measures_every_arm_and_trains_the_final_model(tmp_path):
+    syn = make_fixture(tmp_path / "syn", 16)
+    real = make_fixture(tmp_path / "real", 4, seed=4, sizes=((300, 200), (120, 160)), name="photo")
+    work = tmp_path / "work"
+    common = ["--real", real, tmp_path / "real", "--synthetic", syn, tmp_path / "syn", "--seeds", "0",
+              "--folds", "2", "--epochs", "1", "--work_dir", work]
+    r = run_script("recipe.py", *common, "--out", tmp_path / "table.md", timeout=1800)  # 7 trainings, 8 scorings
+    assert r.returncode == 0, r.stderr
+    table = (tmp_path / "table.md").read_text()
+    for arm in "abcd":
+        assert f"| ({arm}) " in table
+    assert len(list(work.glob("seed0/fold*/*/scores.json"))) == 8 and len(list(work.glob("seed0/b/checkpoint.pt"))) == 1
+    r = run_script("recipe.py", *common, "--final", tmp_path / "final.pt", timeout=600)  # reuses the runs above
+    assert r.returncode == 0, r.stderr
+    assert f"final model: {tmp_path / 'final.pt'}" in r.stdout and "cross-validated" in r.stdout
+    assert torch.load(tmp_path / "final.pt", weights_only=True)["config"]["train_data"]
 
 
 # ---------------------------------------------------------------- flip test
@@ -231,22 +376,26 @@ def test_a_few_epochs_beat_an_untrained_network(tmp_path):
 
     # evaluate.py scores the same held-out part by default, and writes its files
     res = evaluate.main(["--checkpoint", str(ckpt), "--results", str(tmp_path / "res.json"),
-                         "--sheet", str(tmp_path / "sheet.png")])
+                         "--sheet", str(tmp_path / "sheet.png"), "--json", str(tmp_path / "figures.json")])
     assert res["n"] == 12 and res["pck0.1"] == pytest.approx(out["pck10"])
     assert 0 <= res["AP"] <= 1
     results = json.loads((tmp_path / "res.json").read_text())
     assert len(results) == 12 and {"image_id", "category_id", "keypoints", "score", "bbox"} <= set(results[0])
     assert len(results[0]["keypoints"]) == 51 and results[0]["category_id"] == 22
-    assert Image.open(tmp_path / "sheet.png").size[0] > 0
+    assert Image.open(tmp_path / "sheet.png").size[1] == 16 + 3 * evaluate.TILE  # 12 animals, 4 a row
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["pck0.1"] == pytest.approx(res["pck0.1"]) and figures["AP"] == pytest.approx(res["AP"])
+    eye = figures["per_keypoint"]["left_eye"]
+    assert eye["n"] == 12 and 0 <= eye["pck0.05"] <= eye["pck0.1"] <= 1
+    assert eye["n_forward"] == 12 and abs(eye["bias_forward"]) < 0.1 and abs(eye["bias_down"]) < 0.1
 
-    # photos of any size, bbox from the file: a large, wide set scores like the small one
+    # photos of any size, bbox from the file: a large, wide set scores like the small one; the sheet
+    # shows every one of them (more than the 4 a row of one sheet row, fewer than --sheet_n's 16)
     big = make_fixture(tmp_path / "big", 8, seed=5, sizes=((320, 200), (90, 150)), name="photo")
-    res_big = evaluate.main(["--checkpoint", str(ckpt), "--real", str(big), str(tmp_path / "big"), "--sheet_n", "0"])
+    res_big = evaluate.main(["--checkpoint", str(ckpt), "--real", str(big), str(tmp_path / "big"),
+                             "--sheet", str(tmp_path / "real.png")])
     assert res_big["n"] == 8 and res_big["pck0.1"] > untrained + 0.2
-
-    # resuming with other flags is refused in one line
-    r = run_script("train.py", *common, "--epochs", "8", "--lr", "0.01")
-    assert r.returncode != 0 and "--restart" in r.stderr and "Traceback" not in r.stderr
+    assert Image.open(tmp_path / "real.png").size[1] == 16 + 2 * evaluate.TILE
 
 
 def test_ctrl_c_saves_and_the_same_command_resumes_exactly(tmp_path, monkeypatch, capsys):
@@ -270,8 +419,8 @@ def test_ctrl_c_saves_and_the_same_command_resumes_exactly(tmp_path, monkeypatch
     with pytest.raises(SystemExit) as exit_:
         run_main(train.main, args(tmp_path / "cut.pt"))
     last = capsys.readouterr().err.strip().splitlines()[-1]  # (after the progress bars)
-    assert exit_.value.code == 130 and last.startswith("interrupted: epoch 2, batch 1/3 saved") \
-        and last.endswith("run the same command to resume")
+    assert exit_.value.code == 130 and last == (f"interrupted: saved a resume point in {tmp_path / 'cut.pt'} "
+                                                "(epoch 2, step 1); run the same command to resume")
     saved = torch.load(tmp_path / "cut.pt", weights_only=True)
     assert saved["epoch"] == 1 and saved["partial"]["batch"] == 1
     monkeypatch.setattr(train, "heatmap_loss", real_loss)
@@ -280,6 +429,58 @@ def test_ctrl_c_saves_and_the_same_command_resumes_exactly(tmp_path, monkeypatch
     a = torch.load(tmp_path / "whole.pt", weights_only=True)["model_state_dict"]
     b = torch.load(tmp_path / "cut.pt", weights_only=True)["model_state_dict"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_only_epochs_may_change_on_resume(tmp_path, capsys):
+    """pasyn/resume.py's rule: fewer epochs is nothing to train, more trains on, another flag is refused
+    with the shared line."""
+    train = load_script("train")
+    from pasyn.files import run_main
+    ann = make_fixture(tmp_path / "set", 8)
+    ckpt = tmp_path / "c.pt"
+    args = [str(a) for a in ["--ann", ann, "--images", tmp_path / "set", "--input_size", "32", "--batch_size", "8",
+                             "--head_channels", "8", "--threads", "1", "--val_fraction", "0", "--checkpoint", ckpt]]
+    train.main(args + ["--epochs", "1"])
+    capsys.readouterr()
+    assert len(train.main(args + ["--epochs", "1"])["train_losses"]) == 1
+    assert "already has 1 epochs (--epochs 1): nothing to train" in capsys.readouterr().out
+    assert len(train.main(args + ["--epochs", "2"])["train_losses"]) == 2
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_main(train.main, args + ["--epochs", "2", "--lr", "0.01", "--sigma", "2"])
+    assert capsys.readouterr().err == (f"error: {ckpt} was trained with other settings: lr 0.002 (now 0.01); "
+                                       f"sigma 1.0 (now 2.0): {RULE}\n")
+
+
+def test_the_config_block_is_what_the_model_and_the_checkpoint_hold(tmp_path):
+    """PoseNet's defaults are train.py's knobs, and the checkpoint's config stores every knob."""
+    train = load_script("train")
+    defaults = {k: v.default for k, v in inspect.signature(M.PoseNet).parameters.items()}
+    assert (defaults["trunk"], defaults["stages"], defaults["head_channels"]) == (train.TRUNK, train.STAGES,
+                                                                                  train.HEAD_CHANNELS)
+    args = train.parse_args(["--ann", str(tmp_path / "a.json")])
+    assert (args.epochs, args.lr, args.batch_size, args.input_size, args.sigma) == (
+        train.EPOCHS, train.LR, train.BATCH_SIZE, train.INPUT_SIZE, train.SIGMA)
+    cat = dict(AP10K_ZEBRA_CATEGORY)
+    config = train.training_config(args, cat, [], [], [])
+    assert {k: config[k] for k in ("epochs", "lr", "batch_size", "input_size", "sigma", "trunk", "stages",
+                                   "head_channels")} == {
+        "epochs": train.EPOCHS, "lr": train.LR, "batch_size": train.BATCH_SIZE, "input_size": train.INPUT_SIZE,
+        "sigma": train.SIGMA, "trunk": train.TRUNK, "stages": train.STAGES, "head_channels": train.HEAD_CHANNELS}
+    assert config["augment"]["rotation"] == train.AUGMENT["rotation"]
+
+
+@pytest.mark.parametrize("script", ["train", "evaluate", "recipe"])
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, script, capsys, monkeypatch):
+    from pasyn.files import run_main
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a GPU machine checks it as well
+    where = ["--real", str(tmp_path / "a.json"), str(tmp_path), "--work_dir"] if script == "recipe" else ["--checkpoint"]
+    with pytest.raises(SystemExit) as exit_:
+        run_main(load_script(script).main, ["--device", "cuda", *where, str(tmp_path / "c")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: --device cuda: torch sees no CUDA GPU here (use --device auto or cpu)\n"
+    assert not (tmp_path / "c").exists()
 
 
 def test_extra_set_is_oversampled_and_category_picks_from_a_multi_category_file(tmp_path):
@@ -344,8 +545,12 @@ def test_a_negative_seed_gets_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "c.pt").exists()
 
 
-def test_missing_files_get_one_clear_line(tmp_path):
-    r = run_script("train.py", "--checkpoint", tmp_path / "c.pt", "--ann", tmp_path / "nothing_here.json")
-    assert r.returncode != 0 and r.stderr.startswith("error: missing") and r.stderr.count("\n") == 1
-    r = run_script("evaluate.py", "--checkpoint", tmp_path / "none.pt")
-    assert r.returncode != 0 and "step 6" in r.stderr and r.stderr.count("\n") == 1
+def test_missing_files_get_one_clear_line(tmp_path, capsys):
+    from pasyn.files import run_main
+    for script, argv, message in [
+            ("train", ["--ann", str(tmp_path / "nothing_here.json")], f"error: missing {tmp_path / 'nothing_here.json'}"),
+            ("evaluate", [], f"error: missing {tmp_path / 'c.pt'} (made by step 6")]:
+        with pytest.raises(SystemExit) as exit_:
+            run_main(load_script(script).main, argv + ["--checkpoint", str(tmp_path / "c.pt")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
