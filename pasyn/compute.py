@@ -35,6 +35,18 @@ def choose_device(name):
     return torch.device("cpu")
 
 
+def cpu_name():
+    """The CPU's model name, for figures that must say which machine measured them."""
+    import platform
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_has_bf16():
     try:
         flags = Path("/proc/cpuinfo").read_text()

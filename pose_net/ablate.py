@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import shlex
 import signal
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.compute import cpu_name  # noqa: E402
 from pasyn.files import REPO, Stopped, Terminated, UserError, atomic_path, check_seed, run_main, save_json  # noqa: E402
 
 import ablation_rows as R  # noqa: E402
@@ -602,16 +602,6 @@ def bias_lines(rows):
             "", "| row | " + " | ".join(g for g, _ in BIAS_GROUPS) + " |", "|---" * (len(BIAS_GROUPS) + 1) + "|",
             *(f"| {r['name']} | " + " | ".join(bias_cell(r["result"], kps) for _, kps in BIAS_GROUPS) + " |"
               for r in rows)]
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 NOTES = "<!-- notes: ablate.py rewrites everything above this line and keeps what follows -->"

@@ -7,7 +7,6 @@ and after, so a figure taken on a busy machine says so. The target on a 2-core C
 frames of the Quick Start at 64x64 in <= 5 min, held-out PCK@0.1 >= 0.85.
 """
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -17,21 +16,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.compute import cpu_name  # noqa: E402
 from pasyn.files import UserError, run_main  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BUDGET_S = 300
 TARGET_PCK = 0.85
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None):

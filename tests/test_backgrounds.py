@@ -4,10 +4,10 @@ the researcher's photos around the annotated animals, and the generated savanna 
 Photos are drawn here in tmp folders: a textured scene (no pixel above 200) with a bright square
 (255) wherever the COCO file says an animal stands, so a patch that touches an animal shows it.
 """
-import importlib.util
 import json
 import sys
 
+import conftest
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,10 +20,8 @@ import backgrounds  # noqa: E402
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"style_transfer_{name}", ST / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """style_transfer/<name>.py by path: VAE/ has a train.py too."""
+    return conftest.load_script(f"style_transfer/{name}.py")
 
 
 make_backgrounds = _load("make_backgrounds")

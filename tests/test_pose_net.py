@@ -1,13 +1,13 @@
 """Step 6, the pose network: its scores (PCK, OKS AP, bias) against hand-computed cases, the flip test,
 real photos' quirks (EXIF orientation, large JPEGs decoded once, unlabelled keypoints), a few epochs of
 real training on a drawn fixture, resume, evaluate.py's files, the recipe's folds, and bad input."""
-import importlib.util
 import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -65,11 +65,8 @@ def make_fixture(folder, n, seed=0, sizes=((48, 48),), name="fixture", ext="png"
 
 
 def load_script(name):
-    """pose_net/<name>.py as a module of its own name (other stages have a train.py too)."""
-    spec = importlib.util.spec_from_file_location(f"pose_net_{name}", POSE_NET / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """pose_net/<name>.py as a module (other stages have a train.py too)."""
+    return conftest.load_script(f"pose_net/{name}.py")
 
 
 def run_script(script, *args, timeout=300):

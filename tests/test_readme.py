@@ -1,11 +1,10 @@
 """The README is the manual: its Quick Start, step commands and flag defaults must be true."""
-import importlib.util
 import re
 import shlex
-import sys
 
 import pytest
 
+from conftest import load_script
 from pasyn.files import REPO
 
 README = (REPO / "README.md").read_text()
@@ -27,18 +26,6 @@ def section(title):
 
 def bash_blocks(text):
     return re.findall(r"```bash\n(.*?)```", text, re.S)
-
-
-def load_script(rel):
-    path = REPO / rel
-    sys.path.insert(0, str(path.parent))  # the scripts import their stage's helpers by name
-    try:
-        spec = importlib.util.spec_from_file_location(f"readme_{path.parent.name}_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
 
 
 def test_quick_start_is_two_commands_that_exist():

@@ -27,7 +27,7 @@ BLEND = Path(os.environ.get("PASYN_TEST_BLEND", BLENDER_DIR / "custom_zebra.blen
 sys.path.insert(0, str(REPO))
 from pasyn import manifest, shards  # noqa: E402
 from pasyn.files import UserError, save_npy  # noqa: E402
-from conftest import blender_benchmark  # noqa: E402
+from conftest import blender_benchmark, load_script  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not BLEND.exists(), reason=f"no {BLEND} (cd blender && python build_zebra.py)")
 HAS_BLENDER = shutil.which("blender") is not None
@@ -311,16 +311,6 @@ SEED_SCRIPTS = {
     "pose_net/recipe.py": ["--seeds", "-1", "--real", "{tmp}/real.json", "{tmp}"],
     "export/export.py": ["--seed=-1", "--to", "coco", "--out", "{tmp}/out"],
 }
-
-
-def load_script(relative):
-    """A stage script as a module (its own folder first on sys.path, as when it runs), under a name of its own."""
-    path = REPO / relative
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"seed_check_{path.parent.name}_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("script", sorted(SEED_SCRIPTS))

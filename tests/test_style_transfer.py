@@ -7,13 +7,13 @@ tmp folders with zebra-like RGBA renders drawn here (striped body, neck, head, l
 and their shadows, as step 3 hands them over. Backgrounds and make_backgrounds.py: test_backgrounds.py.
 """
 import contextlib
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -35,11 +35,8 @@ import vgg  # noqa: E402
 
 
 def _load(name):
-    """Stage scripts by path: VAE/ has a train.py too, so plain `import train` would collide."""
-    spec = importlib.util.spec_from_file_location(f"style_transfer_{name}", ST / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """style_transfer/<name>.py by path: VAE/ has a train.py too."""
+    return conftest.load_script(f"style_transfer/{name}.py")
 
 
 train, stylize, evaluate = _load("train"), _load("stylize"), _load("evaluate")

@@ -1,6 +1,5 @@
 """The committed zebra (blender/custom_zebra.blend) keeps the rig of pasyn/rig.py (docs/conventions.md), and
 blender/build_zebra.py rebuilds exactly that zebra (bones, mesh, UVs, weights) from nothing."""
-import importlib.util
 import math
 import shutil
 import subprocess
@@ -9,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from conftest import load_script
 from pasyn import rig
 from pasyn.files import REPO
 
@@ -202,10 +202,7 @@ def _record_differences(want, got):
 
 def test_rebuilding_gives_the_committed_zebra():
     committed = _zebra_record(_open())  # read before build() replaces the scene
-    spec = importlib.util.spec_from_file_location("build_zebra", BUILD)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    arm, _ = module.build()
+    arm, _ = load_script("blender/build_zebra.py").build()
     rebuilt = _zebra_record(arm)
     differences = _record_differences(committed, rebuilt)
     assert not differences, ("blender/custom_zebra.blend is not what build_zebra.py builds; rebuild it with "
