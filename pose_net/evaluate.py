@@ -9,7 +9,9 @@ has them (the renders of the same frames, say). Prints:
                          bbox - overall and per keypoint;
   OKS AP               - COCO keypoint AP through pycocotools' COCOeval with AP-10K's sigmas;
   bias (with --real)   - per keypoint, the median offset prediction - label in units of the longer bbox
-                         side, "forward" (toward the animal's head) and "down" (down the image).
+                         side, "forward" (toward the animal's head) and "down" (down the image);
+  failures (with --real) - how the missed keypoints went wrong: left/right swaps, front/hind mix-ups,
+                         a neighbour's keypoints, hooves placed too high, elsewhere (metrics.failure_kinds).
 Writes a contact sheet, ground truth beside prediction (default pose_net/predictions_contact_sheet.jpg;
 with --real every animal), with --results FILE the predictions as a COCO keypoint results file
 (image_id, category_id, keypoints, score, and the square bbox it cropped), which MMPose and pycocotools
@@ -127,6 +129,13 @@ def skeleton_to_draw(cat, cfg, names):
     return AP10K_SKELETON if D.is_ap10k(names) else []
 
 
+def print_failures(kinds):
+    missed = kinds["missed"]
+    print(f"missed at PCK@0.1: {missed} of {kinds['labelled']} keypoints; how:")
+    for kind in metrics.FAILURE_KINDS:
+        print(f"  {kind:<24} {kinds[kind]:4d}  ({kinds[kind] / max(1, missed):.0%})")
+
+
 def print_bias(bias):
     print("Median offset prediction - label, x the longer bbox side (forward: toward the head, from the "
           "labelled nose or neck against root_of_tail; down: down the image):")
@@ -179,8 +188,10 @@ def main(argv=None):
                                   "n": int(count[j]), "bias_forward": bias[name]["forward"],
                                   "n_forward": bias[name]["n_forward"], "bias_down": bias[name]["down"]}
                            for j, name in enumerate(names)}
+    out["failure_kinds"] = metrics.failure_kinds(pred, gt, bboxes, names, [r["image_id"] for r in records])
     if args.real:
         print_bias(bias)
+        print_failures(out["failure_kinds"])
 
     crop_boxes = D.cropped_boxes(canvases, np.arange(len(records)), size)
     results = metrics.results_entries(records, cat["id"], pred, scores, crop_boxes)

@@ -118,3 +118,72 @@ def median_bias(pred, gt, bboxes, names):
         out[name] = {"forward": float(np.median(forward)) if len(forward) else None, "n_forward": int(len(forward)),
                      "down": float(np.median(down)) if len(down) else None, "n": int(len(down))}
     return out
+
+
+# Failure kinds of a missed keypoint (beyond PCK@0.1), checked in this order; "elsewhere" is the rest.
+FAILURE_KINDS = ("left/right swap", "front/back mix-up", "a neighbour's keypoint", "hoof placed too high",
+                 "outside the animal's box", "elsewhere on the animal")
+_LEG_PAIRS = {"shoulder": "hip", "elbow": "knee", "front_paw": "back_paw"}
+
+
+def _mirror(name):
+    for a, b in (("left_", "right_"), ("right_", "left_")):
+        if name.startswith(a):
+            return b + name[len(a):]
+    return None
+
+
+def _other_end(name):
+    """The keypoints at the other end of the body that play the same part: the other leg pair's
+    (shoulder <-> hip ..., either side), the root of the tail for the head's and the head's for it."""
+    if name in ("nose", "left_eye", "right_eye", "neck"):
+        return ["root_of_tail"]
+    if name == "root_of_tail":
+        return ["nose", "neck"]
+    for front, hind in _LEG_PAIRS.items():
+        for part, other in ((front, hind), (hind, front)):
+            if name.endswith("_" + part):
+                return [f"left_{other}", f"right_{other}"]
+    return []
+
+
+def failure_kinds(pred, gt, bboxes, names, image_ids, alpha=0.1):
+    """How the keypoints missed at PCK@alpha went wrong: {kind: count} over FAILURE_KINDS, plus
+    "missed" and "labelled". A miss is a left/right swap when the prediction lies within alpha x the
+    longer bbox side of the mirror keypoint's label; a front/back mix-up when near the label of the
+    same part at the other end (the other leg pair's, head for tail); a neighbour's keypoint when near
+    any label of another animal in the same image; a hoof placed too high when a paw is predicted more
+    than alpha/2 above its label and within alpha of it sideways (a hoof in grass); then outside the
+    animal's box, or elsewhere on the animal."""
+    pred, gt, bboxes = np.asarray(pred, float), np.asarray(gt, float), np.asarray(bboxes, float)
+    side = np.maximum(bboxes[:, 2], bboxes[:, 3])
+    index = {n: j for j, n in enumerate(names)}
+    counts = dict.fromkeys(FAILURE_KINDS, 0)
+    labelled = missed = 0
+    for i in range(len(gt)):
+        r = alpha * side[i]
+        near = lambda j: gt[i, j, 2] > 0 and np.linalg.norm(pred[i, k] - gt[i, j, :2]) <= r  # noqa: E731
+        others = [gt[o] for o in range(len(gt)) if o != i and image_ids[o] == image_ids[i]]
+        for k, name in enumerate(names):
+            if gt[i, k, 2] <= 0:
+                continue
+            labelled += 1
+            if np.linalg.norm(pred[i, k] - gt[i, k, :2]) <= r:
+                continue
+            missed += 1
+            mirror = _mirror(name)
+            dx, dy = pred[i, k] - gt[i, k, :2]
+            if mirror in index and near(index[mirror]):
+                counts["left/right swap"] += 1
+            elif any(near(index[o]) for o in _other_end(name) if o in index):
+                counts["front/back mix-up"] += 1
+            elif any(np.any((a[:, 2] > 0) & (np.linalg.norm(a[:, :2] - pred[i, k], axis=1) <= r)) for a in others):
+                counts["a neighbour's keypoint"] += 1
+            elif name.endswith("_paw") and dy < -r / 2 and abs(dx) <= r:
+                counts["hoof placed too high"] += 1
+            elif not (bboxes[i, 0] <= pred[i, k, 0] <= bboxes[i, 0] + bboxes[i, 2]
+                      and bboxes[i, 1] <= pred[i, k, 1] <= bboxes[i, 1] + bboxes[i, 3]):
+                counts["outside the animal's box"] += 1
+            else:
+                counts["elsewhere on the animal"] += 1
+    return {**counts, "missed": missed, "labelled": labelled}

@@ -159,6 +159,27 @@ def test_bias_is_split_into_forward_toward_the_head_and_down():
     assert metrics.facing(gt, bboxes, names)[:2].tolist() == [1, -1] and np.isnan(metrics.facing(gt, bboxes, names)[2])
 
 
+def test_missed_keypoints_are_sorted_into_failure_kinds():
+    names = AP10K_KEYPOINTS
+    k = {n: j for j, n in enumerate(names)}
+    gt = np.zeros((2, 17, 3))
+    gt[..., 2] = 2
+    gt[0, :, :2] = np.stack([np.linspace(0, 96, 17), np.linspace(0, 48, 17)], 1)  # every point 6+ apart
+    gt[1, :, :2] = gt[0, :, :2] + [300, 0]                                        # a neighbour, same image
+    bboxes = np.array([[0, 0, 100, 50], [300, 0, 100, 50]])                       # threshold 10 px
+    pred = gt[..., :2].copy()
+    pred[0, k["left_knee"]] = gt[0, k["right_knee"], :2] + 1          # left/right swap
+    pred[0, k["nose"]] = gt[0, k["root_of_tail"], :2]                 # head for tail
+    pred[0, k["left_elbow"]] = gt[1, k["left_elbow"], :2]             # the neighbour's
+    pred[0, k["right_back_paw"]] += [0, -14]                          # 14 px above the hoof
+    pred[0, k["right_hip"]] = [150, 25]                               # outside the box
+    pred[0, k["neck"]] += [0, 30]                                     # misplaced on the animal
+    kinds = metrics.failure_kinds(pred, gt, bboxes, names, [1, 1])
+    assert kinds == {"left/right swap": 1, "front/back mix-up": 1, "a neighbour's keypoint": 1,
+                     "hoof placed too high": 1, "outside the animal's box": 1, "elsewhere on the animal": 1,
+                     "missed": 6, "labelled": 34}
+
+
 # ---------------------------------------------------------------- real photos
 
 def test_exif_rotated_jpeg_is_cropped_where_the_labels_are(tmp_path):
