@@ -66,6 +66,8 @@ def parse_args(argv):
                    help="photos to cut backgrounds from, and their COCO boxes; never the --real photos")
     p.add_argument("--real_note", default="",
                    help="a few words about the real set for the table's header (e.g. how its labels were made)")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the finished rows' networks on the real photos again (after evaluate.py changed)")
     p.add_argument("--smoke", action="store_true",
                    help="test the harness: --frames 60 and a few epochs in every trainer (a smoke table)")
     args = p.parse_args(argv)
@@ -447,6 +449,15 @@ def run_row(name, lever, changes, pieces, args, spec, n_real):
     return result
 
 
+def rescore(row, args, n_real):
+    """The row's trained networks scored on the real photos again; its result updated."""
+    row_dir = args.work_dir / "rows" / row["name"]
+    for seed in args.seeds:
+        row["result"]["seeds"][str(seed)]["real"] = evaluate(row["pieces"][f"pose_net/{seed}"], args.work_dir,
+                                                             row_dir, "real", args.real, n_real)
+    save_json(row_dir / "result.json", row["result"])
+
+
 def saved_result(name, spec, work_dir):
     path = work_dir / "rows" / name / "result.json"
     if not path.exists():
@@ -574,7 +585,7 @@ def table_lines(rows, args, fields, real_info):
                      f"| {cell(seed_figures(result, 'real', 'pck0.05'))} "
                      f"| {mean(seed_figures(result, 'heldout', 'pck0.1')):.3f} "
                      f"| {minutes(result['wall_s'])} ({minutes(result['from_scratch_s'])}) |")
-    return lines + bias_lines(rows)
+    return lines + bias_lines(rows) + failure_lines(rows)
 
 
 BIAS_GROUPS = [("nose", ["nose"]), ("neck", ["neck"]), ("root of tail", ["root_of_tail"]),
@@ -602,6 +613,23 @@ def bias_lines(rows):
             "", "| row | " + " | ".join(g for g, _ in BIAS_GROUPS) + " |", "|---" * (len(BIAS_GROUPS) + 1) + "|",
             *(f"| {r['name']} | " + " | ".join(bias_cell(r["result"], kps) for _, kps in BIAS_GROUPS) + " |"
               for r in rows)]
+
+
+def failure_lines(rows):
+    """How the missed keypoints went wrong on the real photos, per row (evaluate.py's failure kinds):
+    each kind's share of the misses, summed over the seeds."""
+    rows = [r for r in rows if r["result"] and all("failure_kinds" in s["real"] for s in r["result"]["seeds"].values())]
+    if not rows:
+        return []
+    kinds = list(next(iter(rows[0]["result"]["seeds"].values()))["real"]["failure_kinds"])[:-2]
+    lines = ["", "How the keypoints missed at PCK@0.1 on the real photos went wrong (evaluate.py's failure kinds;",
+             "share of the misses, both seeds together):", "",
+             "| row | missed | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 2) + "|"]
+    for r in rows:
+        total = {k: sum(s["real"]["failure_kinds"][k] for s in r["result"]["seeds"].values()) for k in kinds + ["missed", "labelled"]}
+        lines.append(f"| {r['name']} | {total['missed']} of {total['labelled']} | "
+                     + " | ".join(f"{total[k] / max(1, total['missed']):.0%}" for k in kinds) + " |")
+    return lines
 
 
 NOTES = "<!-- notes: ablate.py rewrites everything above this line and keeps what follows -->"
@@ -709,6 +737,8 @@ def main(argv=None):
         name = row["name"]
         if name not in wanted:
             continue
+        if row["result"] and args.rescore:
+            rescore(row, args, real_info[0])
         if row["result"] or not row["pieces"]:
             print(f"[{name}] " + ("done before: reusing its result" if row["result"] else row["why"]), flush=True)
             continue
