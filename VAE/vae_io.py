@@ -107,7 +107,7 @@ def read_checkpoint(path):
 
 def flat_config(ckpt):
     """Checkpoints written before the config was one flat dict kept it in three parts (model,
-    train, data): read them as today's, so they still sample, score and resume."""
+    train, data): read them in the flat layout, so they still sample, score and resume."""
     config = ckpt["config"]
     if isinstance(config, dict) and isinstance(config.get("model"), dict) and isinstance(config.get("train"), dict):
         ckpt["data"] = config.get("data")
