@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pasyn.compute import add_precision_flag, choose_precision  # noqa: E402
-from pasyn.files import STYLE_CHECKPOINT, UserError, run_main, save_json  # noqa: E402
+from pasyn.files import RENDER_ANNOTATIONS, STYLE_CHECKPOINT, UserError, run_main, save_json  # noqa: E402
 
 import checkpoint  # noqa: E402
 import compositing  # noqa: E402
@@ -48,6 +48,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Measure stylization quality on held-out renders and backgrounds.")
     p.add_argument("--checkpoint", type=Path, default=STYLE_CHECKPOINT)
     p.add_argument("--frames_dir", type=Path, help="renders to use instead of the checkpoint's held-out ones")
+    p.add_argument("--annotations", type=Path,
+                   help="the renders' labels, for the zebra masks (default: blender/annotations.json without "
+                        "--frames_dir; with it, the masks come from the renders' alpha)")
     p.add_argument("--n", type=int, default=64, help="at most this many renders (default: 64)")
     p.add_argument("--alphas", default="0,0.5,1")
     p.add_argument("--relight_strength", type=float, default=compositing.Steps.relight_strength,
@@ -70,7 +73,8 @@ def main(argv=None):
     flags.check_alpha(args.relight_strength, "--relight_strength")
     ckpt = checkpoint.load(args.checkpoint)
     net = checkpoint.model_from(ckpt).to(memory_format=torch.channels_last)
-    renders, bgs, masks = Q.held_out_data(ckpt, args.frames_dir, args.n, args.bg_seed, args.backgrounds)
+    annotations = args.annotations or (None if args.frames_dir else RENDER_ANNOTATIONS)
+    renders, bgs, masks = Q.held_out_data(ckpt, args.frames_dir, args.n, args.bg_seed, args.backgrounds, annotations)
     precision = choose_precision(args.precision, torch.device("cpu"))
     results, images = Q.quality(net, renders, bgs, alphas, precision, masks=masks,
                                 relight_strength=args.relight_strength)

@@ -665,7 +665,7 @@ def test_a_read_only_or_full_output_folder_is_one_line(trained, tmp_path, option
 def test_evaluate_reports_colour_figures_at_each_alpha(trained, tmp_path):
     evaluate.main(["--checkpoint", str(trained / "checkpoint.pt"), "--frames_dir",
                    str(trained / "data" / "synthetic_images" / "zebra"), "--n", "8", "--relight_strength", "0",
-                   "--out_dir", str(tmp_path)])
+                   "--annotations", str(trained / "blender" / "annotations.json"), "--out_dir", str(tmp_path)])
     m = json.loads((tmp_path / "quality.json").read_text())["metrics"]
     assert set(m) == {"before (render pasted)", "alpha 0", "alpha 0.5", "alpha 1"}
     assert m["alpha 0"] == m["before (render pasted)"] and m["alpha 0"]["ssim_in_mask"] == 1.0  # alpha 0: the render
