@@ -52,7 +52,7 @@ from pasyn.angles import OURS, pose_file_convention, sidecar_path, to_ours  # no
 from pasyn.progress import progress  # noqa: E402
 from pasyn.files import (BLEND_FILE, GT_NPY, POSES_NPY, SYNTH_DIR, Stopped, UserError, check_seed,  # noqa: E402
                          check_writable, load_array, run_main, shadow_dir_for)
-from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, KEYPOINTS, KEYPOINT_AT_REST, REST_BONES, bone_length, keypoint_positions  # noqa: E402
+from pasyn.rig import ARMATURE_NAME, CAMERA_NAME, KEYPOINT_AT_REST, REST_BONES, bone_length, keypoint_positions  # noqa: E402
 from pasyn.streams import stream  # noqa: E402
 
 import bpy  # noqa: E402
