@@ -95,13 +95,13 @@ def load_keypoint_set(ann_path, image_dir, category=None, made_by=None):
         bbox = np.asarray(bbox, dtype=np.float64)
         if not (np.all(np.isfinite(kps)) and np.all(np.isfinite(bbox))):
             raise UserError(f"{where} has NaN/inf in its keypoints or bbox")
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            raise UserError(f"{where} has an empty bbox {bbox.tolist()}")
         if ann.get("image_id") not in images:
             raise UserError(f"{where} names an image id that is not in 'images'")
-        if not np.any(kps[:, 2] > 0):
+        if not np.any(kps[:, 2] > 0):  # e.g. a herd's zebra hidden behind another or out of frame
             unlabelled += 1
             continue
+        if bbox[2] <= 0 or bbox[3] <= 0:
+            raise UserError(f"{where} has an empty bbox {bbox.tolist()}")
         img = images[ann["image_id"]]
         area = ann.get("area") or float(bbox[2] * bbox[3])
         records.append({"ann_id": ann.get("id"), "image_id": ann["image_id"],
