@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole PASyn-v2 pipeline, steps 1-5 (and 6 on request), each run as the README shows it:
-#   bash run_pipeline.sh              # the Quick Start: 3000 frames, 64x64, 250 + 10 epochs
+#   bash run_pipeline.sh              # the Quick Start: 3000 frames (herds of up to 3), 64x64, 250 + 10 epochs
 #   bash run_pipeline.sh --quick      # the same path in a few minutes: 100 frames, 30 + 1 epochs
 #   bash run_pipeline.sh --pose_net   # then step 6: train and score a pose network on the data set
 #   bash run_pipeline.sh --photos DIR --annotations ANN
@@ -16,7 +16,9 @@ ROOT=$PWD
 PYTHON=${PYTHON:-python3}
 
 # --- the data set's settings (the seed's commands; see the README for the few chosen by real photos) ---
-N_FRAMES=3000; SIZE=64; VAE_EPOCHS=250; ST_EPOCHS=10; ALPHA=0.5
+N_FRAMES=3000; SIZE=64; VAE_EPOCHS=250; ST_EPOCHS=10; ALPHA=0.5; HERD=3
+# HERD: up to this many zebras per frame (1 = one zebra each); each zebra is posed from its own pose
+# row, so step 2 makes N_FRAMES x HERD rows. Herds scored best on real photos (docs/ablation.md).
 RENDER_FLAGS=()   # step 3's scene levers beyond its defaults
 STYLE_FLAGS=()    # step 5's named steps beyond its defaults
 
@@ -51,8 +53,8 @@ step() {  # step "name" dir command...: runs one numbered step in its folder and
 }
 
 step "1 train VAE" VAE "$PYTHON" train.py --epochs=$VAE_EPOCHS --batch_size=64 --lr=0.001 --w1=0.005 --w2=0.01 --restart
-step "2 generate poses" VAE "$PYTHON" generate.py --n_frames=$N_FRAMES
-step "3 render zebras" blender bash render.sh --n_frames=$N_FRAMES --height=$SIZE --width=$SIZE ${RENDER_FLAGS[@]+"${RENDER_FLAGS[@]}"}
+step "2 generate poses" VAE "$PYTHON" generate.py --n_frames=$((N_FRAMES * HERD))
+step "3 render zebras" blender bash render.sh --n_frames=$N_FRAMES --height=$SIZE --width=$SIZE --herd $HERD ${RENDER_FLAGS[@]+"${RENDER_FLAGS[@]}"}
 step "3 contact sheet" blender "$PYTHON" contact_sheet.py
 if [ -n "$PHOTOS" ]; then
     step "4 backgrounds from your photos" style_transfer "$PYTHON" make_backgrounds.py --photos "$PHOTOS" --annotations "$PHOTO_ANN"

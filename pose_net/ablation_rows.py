@@ -66,4 +66,10 @@ ROWS = [
      {"generate": "--n_frames={frames_x3}", "render": "--n_frames={frames_x3}"}),
     ("frames_x10",       "10x the frames",
      {"generate": "--n_frames={frames_x10}", "render": "--n_frames={frames_x10}"}),
+    # the levers that each moved real PCK up, together
+    ("combined",         "style weight 50, relighting off, occluders off",
+     {"adain": "--l_style_weight=50", "stylize": "--no-relight", "render": "--occluder_prob 0"}),
+    ("combined_herd",    "style weight 50, relighting off, occluders off, herds of up to 3",
+     {"adain": "--l_style_weight=50", "stylize": "--no-relight",
+      "generate": "--n_frames={frames_x3}", "render": "--occluder_prob 0 --herd 3"}),
 ]

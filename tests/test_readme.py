@@ -41,7 +41,7 @@ def test_pipeline_runs_the_readme_step_commands():
     pipeline = (REPO / "run_pipeline.sh").read_text()
     expected = {  # the README's step commands with the seed's defaults, as run_pipeline.sh writes them
         "VAE/train.py": "train.py --epochs=$VAE_EPOCHS --batch_size=64 --lr=0.001 --w1=0.005 --w2=0.01",
-        "VAE/generate.py": "generate.py --n_frames=$N_FRAMES",
+        "VAE/generate.py": "generate.py --n_frames=$((N_FRAMES * HERD))",
         "style_transfer/train.py": "train.py --epochs $ST_EPOCHS --height=$SIZE --width=$SIZE --lr 0.01 --batch_size 64 "
                                    "--alpha=0.5 --l_content_weight=5 --l_style_weight=10 --content_dir=synthetic_images",
         "style_transfer/stylize.py": "stylize.py --height=$SIZE --width=$SIZE --alpha=$ALPHA",
@@ -50,12 +50,14 @@ def test_pipeline_runs_the_readme_step_commands():
     assert settings["N_FRAMES"] == "3000" and settings["SIZE"] == "64" and settings["VAE_EPOCHS"] == "250"
     if settings["ALPHA"] != "0.5" or settings["ST_EPOCHS"] != "10":  # chosen by real photos: the README says so
         assert f"--alpha={settings['ALPHA']}" in README and f"--epochs {settings['ST_EPOCHS']}" in README
+    if settings["HERD"] != "1":  # the seed renders one zebra a frame: the README says the Quick Start differs
+        assert f"--herd {settings['HERD']}" in section("Quick Start")
     for script, line in expected.items():
         assert line in pipeline, script
-        readme_form = line.replace("$VAE_EPOCHS", "250").replace("$ST_EPOCHS", "10") \
+        readme_form = line.replace("$((N_FRAMES * HERD))", "$N_FRAMES").replace("$VAE_EPOCHS", "250").replace("$ST_EPOCHS", "10") \
                           .replace("$N_FRAMES", "3000").replace("$SIZE", "64").replace("$ALPHA", "0.5")
         assert f"python {readme_form}" in README, script
-    assert "bash render.sh --n_frames=$N_FRAMES --height=$SIZE --width=$SIZE" in pipeline
+    assert "bash render.sh --n_frames=$N_FRAMES --height=$SIZE --width=$SIZE --herd $HERD" in pipeline
     render = (REPO / "blender" / "render.sh").read_text()
     assert "blender -b custom_zebra.blend --python-exit-code 1 -P animation_script.py --" in render
     assert "blender -b custom_zebra.blend --python-exit-code 1 -P animation_script.py -- --n_frames=3000 --height=64 --width=64" in README
