@@ -770,8 +770,12 @@ def label_zebras(stage, zebras, depsgraph, cam_pos):
 def store_frame(shard, i, zebras, occluders, truncation, sha1, shadow_sha1):
     """Frame i's labels into the shard: the first zebra's keypoints, visibility, box and area in the
     arrays; every zebra's annotation in the frame's scene record (a herd member wholly hidden behind
-    the others gets none)."""
+    the others gets none; a first zebra without a visible pixel keeps its annotation, with v = 0
+    everywhere and an empty box)."""
     record = []
+    for z in zebras:
+        if not z.mask.any():  # a cut frame can leave a zebra wholly outside: none of its joints shows
+            z.vis = np.zeros_like(z.vis)
     for k, z in enumerate(zebras):
         extra = {"segmentation": rle_encode(z.mask), "attributes": {
             "coat_seed": z.coat_seed, "pose_row": z.pose_row, "zebras": len(zebras),

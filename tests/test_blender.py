@@ -342,3 +342,18 @@ def test_each_lever_switches_off_alone_at_128_pixels(tmp_path, poses_file, scrip
         assert ann["attributes"]["zebras"] == 1 and ann["attributes"]["occluders"] == []
         assert ann["attributes"]["truncated"] == "" and (vis[i] > 0).all()
         assert alpha(tmp_path, i, 3).shape == (128, 128) and ann["bbox"][2] > 64  # the zebra fills the frame
+
+
+def test_a_zebra_without_a_visible_pixel_has_no_labelled_keypoint(script):
+    """A cut frame can leave the first zebra wholly outside while a joint projects onto the frame's
+    edge: none of its keypoints may stay labelled (step 6 refuses a labelled animal with an empty box);
+    a herd member that shows keeps its labels."""
+    from types import SimpleNamespace
+    mask_of = lambda on: np.pad(np.ones((4, 4), bool), ((2, H - 6), (2, W - 6))) if on else np.zeros((H, W), bool)
+    zebras = [SimpleNamespace(xy=np.full((len(KEYPOINTS), 2), 0.02), vis=np.full(len(KEYPOINTS), 1, np.uint8),
+                              mask=mask_of(on), coat_seed=1, pose_row=r) for r, on in ((0, False), (3, True))]
+    shard = shards.new_shard(0, 1, {})
+    script.store_frame(shard, 0, zebras, [], ("left",), "0" * 40, "")
+    assert not shard["vis"][0].any() and shard["bbox"][0][2] == 0
+    member = json.loads(shard["scene"][0])["zebras"][1]
+    assert member["num_keypoints"] == len(KEYPOINTS) - 2 and member["bbox"][2] > 0  # AP-10K has 17 of our 19
