@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pasyn.compute import on_cpu  # noqa: E402
 from pasyn.angles import CONVENTIONS, N_POSE, guess_convention  # noqa: E402
 from pasyn.files import MADE_BY, UserError, atomic_path, check_rows, require_file  # noqa: E402
 from vposer import VPoser  # noqa: E402
@@ -70,18 +71,6 @@ def load_pose_splits(data_dir, n_leg_joints, convention="auto"):
     guess, distances = guess_convention(data["train"])
     how = "untagged; median x angles " + ", ".join(f"{d:.0f} deg from {c}'s rest pose" for c, d in distances.items())
     return data, guess, how
-
-
-def on_cpu(obj):
-    """A state (nested dicts and lists of tensors) with every tensor on the CPU; the same
-    tensors when they are there already."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: on_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(on_cpu(v) for v in obj)
-    return obj
 
 
 def save_checkpoint(path, checkpoint):

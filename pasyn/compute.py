@@ -90,3 +90,16 @@ def keep_freed_memory():
     mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest: blocks below 32 MB come from the heap
     mallopt(m_trim_threshold, 1 << 30)   # and freed heap is kept, up to 1 GB
     mallopt(m_top_pad, 256 << 20)
+
+
+def on_cpu(value):
+    """A checkpoint's state (nested dicts and lists of tensors) with every tensor on the CPU, so no
+    device is stored in a file; the same tensors when they are there already."""
+    import torch
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from pasyn.compute import autocast
+from pasyn.compute import autocast, on_cpu
 from pasyn.files import UserError, atomic_path, require_file
 from pasyn.rig import AP10K_KEYPOINTS
 
@@ -353,17 +353,6 @@ def jpeg(img, quality):
 
 
 # ---------------------------------------------------------------- checkpoints
-
-def on_cpu(value):
-    """A checkpoint's tensors moved to the CPU (nested dicts and lists): no device is stored in a file."""
-    if torch.is_tensor(value):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: on_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(on_cpu(v) for v in value)
-    return value
-
 
 def save_checkpoint(path, ckpt):
     with atomic_path(path) as tmp:
